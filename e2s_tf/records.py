@@ -1,0 +1,133 @@
+"""The TFRecord example schema (documented in tfrecords/README.md).
+
+One `tf.train.Example` per item. Arrays are stored as raw little-endian
+float32 bytes with their shapes in int64 features, which parses much faster
+than float lists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+
+DATASET_INFO = "dataset_info.json"
+REJECTED_REPORT = "rejected.jsonl"
+SPLITS = ("train", "valid", "test")
+SHARD_SUFFIX = ".tfrecord"
+
+FEATURES = {
+    "id": tf.io.FixedLenFeature([], tf.string),
+    "speaker": tf.io.FixedLenFeature([], tf.string, default_value=b""),
+    "speaker_index": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    "num_frames": tf.io.FixedLenFeature([], tf.int64),
+    "embedding_dim": tf.io.FixedLenFeature([], tf.int64),
+    "num_bins": tf.io.FixedLenFeature([], tf.int64),
+    "num_samples": tf.io.FixedLenFeature([], tf.int64),
+    "embedding": tf.io.FixedLenFeature([], tf.string),
+    "log_stft": tf.io.FixedLenFeature([], tf.string),
+    "audio": tf.io.FixedLenFeature([], tf.string),
+}
+
+
+def _bytes(v: bytes) -> tf.train.Feature:
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+
+def _int(v: int) -> tf.train.Feature:
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+
+def _raw(a: np.ndarray) -> bytes:
+  return np.ascontiguousarray(a, dtype="<f4").tobytes()
+
+
+def serialize_example(item_id: str, embedding: np.ndarray, log_stft: np.ndarray,
+                      audio: np.ndarray, speaker: str = "",
+                      speaker_index: int = -1) -> bytes:
+  """Serialises one item. `embedding` [T, D], `log_stft` [T, F], `audio` [N]."""
+  embedding = np.asarray(embedding, np.float32)
+  log_stft = np.asarray(log_stft, np.float32)
+  audio = np.asarray(audio, np.float32).reshape(-1)
+  if embedding.ndim != 2 or log_stft.ndim != 2:
+    raise ValueError(f"{item_id}: embedding and log_stft must be 2-D, got "
+                     f"{embedding.shape} and {log_stft.shape}")
+  if embedding.shape[0] != log_stft.shape[0]:
+    raise ValueError(f"{item_id}: frame counts differ: embedding "
+                     f"{embedding.shape[0]}, log_stft {log_stft.shape[0]}")
+  feature = {
+      "id": _bytes(item_id.encode()),
+      "speaker": _bytes((speaker or "").encode()),
+      "speaker_index": _int(speaker_index),
+      "num_frames": _int(embedding.shape[0]),
+      "embedding_dim": _int(embedding.shape[1]),
+      "num_bins": _int(log_stft.shape[1]),
+      "num_samples": _int(audio.shape[0]),
+      "embedding": _bytes(_raw(embedding)),
+      "log_stft": _bytes(_raw(log_stft)),
+      "audio": _bytes(_raw(audio)),
+  }
+  return tf.train.Example(
+      features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def parse_example(serialized: tf.Tensor, with_audio: bool = False
+                  ) -> dict[str, tf.Tensor]:
+  """Parses one serialised example into tensors.
+
+  Returns:
+    dict with `id` (string), `speaker` (string), `speaker_index` (int32),
+    `length` (int32 frames), `embedding` [T, D] f32, `log_stft` [T, F] f32,
+    and `audio` [N] f32 when `with_audio`.
+  """
+  f = tf.io.parse_single_example(serialized, FEATURES)
+  t = tf.cast(f["num_frames"], tf.int32)
+  d = tf.cast(f["embedding_dim"], tf.int32)
+  b = tf.cast(f["num_bins"], tf.int32)
+  out = {
+      "id": f["id"],
+      "speaker": f["speaker"],
+      "speaker_index": tf.cast(f["speaker_index"], tf.int32),
+      "length": t,
+      "embedding": tf.reshape(
+          tf.io.decode_raw(f["embedding"], tf.float32, little_endian=True),
+          tf.stack([t, d])),
+      "log_stft": tf.reshape(
+          tf.io.decode_raw(f["log_stft"], tf.float32, little_endian=True),
+          tf.stack([t, b])),
+  }
+  if with_audio:
+    out["audio"] = tf.io.decode_raw(f["audio"], tf.float32, little_endian=True)
+  return out
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+  return f"{split}-{index:05d}-of-{count:05d}{SHARD_SUFFIX}"
+
+
+def read_dataset_info(data_dir: str) -> dict[str, Any]:
+  """Loads `data_dir/dataset_info.json` with a clear error when absent."""
+  path = os.path.join(data_dir, DATASET_INFO)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(
+        f"{path} not found: is {data_dir!r} an output of e2s_tf.preprocess?")
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def split_files(data_dir: str, split: str,
+                info: Optional[Mapping[str, Any]] = None) -> list[str]:
+  """Shard paths of `split`, as listed in dataset_info.json."""
+  info = info or read_dataset_info(data_dir)
+  if split not in info["splits"]:
+    raise ValueError(f"split {split!r} not in {data_dir}; have "
+                     f"{sorted(info['splits'])}")
+  files = [os.path.join(data_dir, f) for f in info["splits"][split]["files"]]
+  missing = [f for f in files if not tf.io.gfile.exists(f)]
+  if missing:
+    raise FileNotFoundError(f"shards listed in dataset_info.json are missing: "
+                            f"{missing[:3]}")
+  return files

@@ -1,0 +1,286 @@
+"""The frame grid and the spectral core: aligned STFT, log-magnitude, Griffin-Lim.
+
+`StftConfig` is the single source of framing for the whole project. Frame `t`
+covers samples `[t * frame_step, t * frame_step + frame_length)`; a signal of
+`N` samples has `1 + (N - frame_length) // frame_step` frames (0 when
+`N < frame_length`). The window is a periodic Hann of `frame_length` samples,
+zero-padded to `fft_length`; nothing is centred. This is exactly the framing of
+`tf.signal.stft(x, frame_length, frame_step, fft_length)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+
+# Magnitudes are floored here before the log: ln(1e-5) is "log-silence".
+MAGNITUDE_FLOOR = 1e-5
+LOG_SILENCE = math.log(MAGNITUDE_FLOOR)
+
+_WINDOWS = ("hann",)
+
+
+@dataclasses.dataclass(frozen=True)
+class StftConfig:
+  """Framing shared by preprocessing, losses, metrics, Griffin-Lim and export.
+
+  Attributes:
+    sample_rate: samples per second of every waveform in the project.
+    frame_length: analysis window in samples (30 ms by default).
+    frame_step: hop between frames in samples (10 ms by default).
+    fft_length: FFT size; the window is zero-padded to it. Bins = fft/2 + 1.
+    window: window name; only the periodic Hann is supported.
+    center: must be False: frames start at sample 0 ("snip edges").
+  """
+
+  sample_rate: int = 16000
+  frame_length: int = 480
+  frame_step: int = 160
+  fft_length: int = 512
+  window: str = "hann"
+  center: bool = False
+
+  def __post_init__(self):
+    if self.window not in _WINDOWS:
+      raise ValueError(f"unsupported window {self.window!r}; known: {_WINDOWS}")
+    if self.center:
+      raise ValueError("centred framing is not supported: the grid snips edges")
+    if not 0 < self.frame_step <= self.frame_length <= self.fft_length:
+      raise ValueError(
+          "need 0 < frame_step <= frame_length <= fft_length, got "
+          f"{self.frame_step}, {self.frame_length}, {self.fft_length}")
+    if self.sample_rate <= 0:
+      raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
+
+  @classmethod
+  def original(cls, **overrides) -> "StftConfig":
+    """The original authors' setting: a 512-sample window (32 ms), same hop."""
+    base = cls()
+    return cls(**{"frame_length": base.fft_length, **overrides})
+
+  @property
+  def num_bins(self) -> int:
+    return self.fft_length // 2 + 1
+
+  @property
+  def frame_seconds(self) -> float:
+    return self.frame_length / self.sample_rate
+
+  @property
+  def hop_seconds(self) -> float:
+    return self.frame_step / self.sample_rate
+
+  def num_frames(self, num_samples):
+    """Frames of a signal of `num_samples` samples (int or integer array)."""
+    n = np.asarray(num_samples)
+    frames = np.where(n < self.frame_length, 0,
+                      1 + (n - self.frame_length) // self.frame_step)
+    return int(frames) if frames.ndim == 0 else frames.astype(np.int64)
+
+  def num_samples(self, num_frames):
+    """Samples covered by `num_frames` frames: the inverse of `num_frames`."""
+    t = np.asarray(num_frames)
+    samples = np.where(t <= 0, 0, (t - 1) * self.frame_step + self.frame_length)
+    return int(samples) if samples.ndim == 0 else samples.astype(np.int64)
+
+  def frame_span(self, t: int) -> tuple[int, int]:
+    """Half-open sample span [start, end) of frame `t`."""
+    return t * self.frame_step, t * self.frame_step + self.frame_length
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "StftConfig":
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - fields
+    if unknown:
+      raise ValueError(f"unknown StftConfig fields: {sorted(unknown)}")
+    return cls(**d)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), sort_keys=True)
+
+
+DEFAULT = StftConfig()
+
+
+def window(config: StftConfig, dtype=tf.float32) -> tf.Tensor:
+  """Periodic Hann window of `frame_length` samples."""
+  return tf.signal.hann_window(config.frame_length, periodic=True, dtype=dtype)
+
+
+def numpy_window(config: StftConfig) -> np.ndarray:
+  n = np.arange(config.frame_length)
+  return 0.5 - 0.5 * np.cos(2.0 * np.pi * n / config.frame_length)
+
+
+def stft(signal: tf.Tensor, config: StftConfig = DEFAULT) -> tf.Tensor:
+  """Complex STFT on the grid.
+
+  Args:
+    signal: `[..., samples]` float waveform.
+    config: the frame grid.
+
+  Returns:
+    `[..., frames, bins]` complex64, frames = config.num_frames(samples).
+  """
+  signal = tf.convert_to_tensor(signal, tf.float32)
+  return tf.signal.stft(
+      signal, frame_length=config.frame_length, frame_step=config.frame_step,
+      fft_length=config.fft_length,
+      window_fn=lambda n, dtype: tf.signal.hann_window(n, periodic=True, dtype=dtype),
+      pad_end=False)
+
+
+def log_magnitude(spectrum: tf.Tensor) -> tf.Tensor:
+  """ln(max(|X|, 1e-5)) of a complex STFT or a non-negative magnitude."""
+  if spectrum.dtype.is_complex:
+    spectrum = tf.abs(spectrum)
+  return tf.math.log(tf.maximum(spectrum, MAGNITUDE_FLOOR))
+
+
+def log_stft(signal: tf.Tensor, config: StftConfig = DEFAULT) -> tf.Tensor:
+  """`[..., samples]` waveform -> `[..., frames, bins]` log-magnitude."""
+  return log_magnitude(stft(signal, config))
+
+
+def numpy_log_stft(signal: np.ndarray, config: StftConfig = DEFAULT) -> np.ndarray:
+  """Reference implementation in NumPy of `log_stft` for one 1-D signal."""
+  signal = np.asarray(signal, np.float64)
+  t = config.num_frames(signal.shape[-1])
+  if t == 0:
+    return np.zeros((0, config.num_bins), np.float32)
+  idx = (np.arange(t)[:, None] * config.frame_step +
+         np.arange(config.frame_length)[None, :])
+  frames = signal[idx] * numpy_window(config)
+  spec = np.fft.rfft(frames, n=config.fft_length, axis=-1)
+  return np.log(np.maximum(np.abs(spec), MAGNITUDE_FLOOR)).astype(np.float32)
+
+
+def frame_mask(lengths: tf.Tensor, max_frames) -> tf.Tensor:
+  """`[batch]` lengths -> `[batch, max_frames]` float mask."""
+  return tf.sequence_mask(lengths, max_frames, dtype=tf.float32)
+
+
+def _window_envelope(num_frames, config: StftConfig) -> tf.Tensor:
+  """Overlap-added squared window over `num_frames` frames: `[samples]`."""
+  w2 = tf.square(window(config))
+  tiled = tf.tile(w2[tf.newaxis, :], tf.stack([num_frames, 1]))
+  return tf.signal.overlap_and_add(tiled, config.frame_step)
+
+
+def istft(spectrum: tf.Tensor, config: StftConfig = DEFAULT) -> tf.Tensor:
+  """Least-squares inverse STFT (weighted overlap-add), exact at the edges.
+
+  Args:
+    spectrum: `[..., frames, bins]` complex64.
+
+  Returns:
+    `[..., config.num_samples(frames)]` float32 waveform. For a consistent
+    spectrum this inverts `stft` exactly, including the first and last
+    `frame_length - frame_step` samples that fewer windows cover.
+  """
+  frames = tf.signal.irfft(spectrum, fft_length=[config.fft_length])
+  frames = frames[..., :config.frame_length] * window(config)
+  signal = tf.signal.overlap_and_add(frames, config.frame_step)
+  envelope = _window_envelope(tf.shape(spectrum)[-2], config)
+  # Samples that no window covers with weight (the very first one of a Hann
+  # window is 0) are left untouched instead of divided by ~0.
+  safe = tf.where(envelope > 1e-8, envelope, tf.ones_like(envelope))
+  return signal / safe
+
+
+def griffin_lim(magnitude: tf.Tensor,
+                lengths: Optional[tf.Tensor] = None,
+                config: StftConfig = DEFAULT,
+                num_iterations: int = 32,
+                momentum: float = 0.99,
+                init: str = "zeros",
+                seed: tuple[int, int] = (0, 0)) -> tuple[tf.Tensor, tf.Tensor]:
+  """Fast Griffin-Lim (with momentum), batched and length-aware.
+
+  Frames at or past an item's length are treated as silence, so an item gives
+  the same waveform in a padded batch as on its own. Works in eager mode and
+  inside `tf.function`.
+
+  Args:
+    magnitude: `[batch, frames, bins]` linear magnitude (not log).
+    lengths: `[batch]` int valid frames per item; all frames when None.
+    config: the frame grid.
+    num_iterations: phase-update iterations.
+    momentum: the "fast" Griffin-Lim acceleration (0 = classic Griffin-Lim).
+    init: initial phase, "zeros" or "random" (stateless, from `seed`).
+    seed: stateless seed for `init="random"`.
+
+  Returns:
+    audio `[batch, config.num_samples(frames)]` float32, zero past each item's
+    end, and audio_lengths `[batch]` int32 = config.num_samples(lengths).
+  """
+  magnitude = tf.convert_to_tensor(magnitude, tf.float32)
+  shape = tf.shape(magnitude)
+  batch, max_frames = shape[0], shape[1]
+  if lengths is None:
+    lengths = tf.fill([batch], max_frames)
+  lengths = tf.cast(lengths, tf.int32)
+  mask = tf.sequence_mask(lengths, max_frames, dtype=tf.float32)
+  magnitude = magnitude * mask[:, :, tf.newaxis]
+  audio_lengths = tf.where(
+      lengths > 0, (lengths - 1) * config.frame_step + config.frame_length, 0)
+  total = tf.where(max_frames > 0,
+                   (max_frames - 1) * config.frame_step + config.frame_length, 0)
+  sample_mask = tf.sequence_mask(audio_lengths, total, dtype=tf.float32)
+  mag_c = tf.cast(magnitude, tf.complex64)
+
+  if init == "zeros":
+    angles = tf.ones_like(mag_c)
+  elif init == "random":
+    phase = tf.random.stateless_uniform(shape, seed=seed, minval=0.0,
+                                        maxval=2.0 * math.pi)
+    angles = tf.complex(tf.cos(phase), tf.sin(phase))
+  else:
+    raise ValueError(f"init must be 'zeros' or 'random', got {init!r}")
+
+  def synthesize(angles):
+    return istft(mag_c * angles, config) * sample_mask
+
+  def unit(z):
+    return z / tf.cast(tf.maximum(tf.abs(z), 1e-16), tf.complex64)
+
+  alpha = tf.constant(momentum / (1.0 + momentum), tf.complex64)
+
+  def body(i, angles, previous):
+    rebuilt = stft(synthesize(angles), config)
+    angles = unit(rebuilt - alpha * previous)
+    return i + 1, angles, rebuilt
+
+  _, angles, _ = tf.while_loop(
+      lambda i, *_: i < num_iterations, body,
+      (tf.constant(0), angles, tf.zeros_like(mag_c)))
+  return synthesize(angles), audio_lengths
+
+
+def spectral_convergence(reference_magnitude, estimate_magnitude, mask=None):
+  """||S - S_hat||_F / ||S||_F over valid frames, per batch item.
+
+  Args:
+    reference_magnitude, estimate_magnitude: `[batch, frames, bins]` linear.
+    mask: optional `[batch, frames]` frame mask.
+
+  Returns:
+    `[batch]` float32.
+  """
+  ref = tf.convert_to_tensor(reference_magnitude, tf.float32)
+  est = tf.convert_to_tensor(estimate_magnitude, tf.float32)
+  diff = tf.square(ref - est)
+  power = tf.square(ref)
+  if mask is not None:
+    m = tf.cast(mask, tf.float32)[:, :, tf.newaxis]
+    diff, power = diff * m, power * m
+  return tf.sqrt(tf.reduce_sum(diff, [1, 2]) /
+                 tf.maximum(tf.reduce_sum(power, [1, 2]), 1e-12))
