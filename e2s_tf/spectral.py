@@ -131,11 +131,14 @@ def stft(signal: tf.Tensor, config: StftConfig = DEFAULT) -> tf.Tensor:
     `[..., frames, bins]` complex64, frames = config.num_frames(samples).
   """
   signal = tf.convert_to_tensor(signal, tf.float32)
-  return tf.signal.stft(
-      signal, frame_length=config.frame_length, frame_step=config.frame_step,
-      fft_length=config.fft_length,
-      window_fn=lambda n, dtype: tf.signal.hann_window(n, periodic=True, dtype=dtype),
-      pad_end=False)
+  # Same result as tf.signal.stft(signal, frame_length, frame_step,
+  # fft_length), but the window is zero-padded explicitly so that signals
+  # shorter than one frame give 0 frames instead of an RFFT error.
+  frames = tf.signal.frame(signal, config.frame_length, config.frame_step,
+                           pad_end=False) * window(config)
+  pad = [[0, 0]] * (frames.shape.rank - 1) + [
+      [0, config.fft_length - config.frame_length]]
+  return tf.signal.rfft(tf.pad(frames, pad), fft_length=[config.fft_length])
 
 
 def log_magnitude(spectrum: tf.Tensor) -> tf.Tensor:
@@ -168,32 +171,41 @@ def frame_mask(lengths: tf.Tensor, max_frames) -> tf.Tensor:
   return tf.sequence_mask(lengths, max_frames, dtype=tf.float32)
 
 
-def _window_envelope(num_frames, config: StftConfig) -> tf.Tensor:
-  """Overlap-added squared window over `num_frames` frames: `[samples]`."""
+def _window_envelope(frame_weights: tf.Tensor, config: StftConfig) -> tf.Tensor:
+  """Overlap-added squared window: `[..., frames]` weights -> `[..., samples]`."""
   w2 = tf.square(window(config))
-  tiled = tf.tile(w2[tf.newaxis, :], tf.stack([num_frames, 1]))
-  return tf.signal.overlap_and_add(tiled, config.frame_step)
+  return tf.signal.overlap_and_add(frame_weights[..., tf.newaxis] * w2,
+                                   config.frame_step)
 
 
-def istft(spectrum: tf.Tensor, config: StftConfig = DEFAULT) -> tf.Tensor:
-  """Least-squares inverse STFT (weighted overlap-add), exact at the edges.
+def istft(spectrum: tf.Tensor, config: StftConfig = DEFAULT,
+          frame_mask: Optional[tf.Tensor] = None,
+          envelope_floor: float = 0.05) -> tf.Tensor:
+  """Least-squares inverse STFT (weighted overlap-add).
 
   Args:
     spectrum: `[..., frames, bins]` complex64.
+    config: the frame grid.
+    frame_mask: optional `[..., frames]` 0/1 weights of the valid frames, so
+      that each item is normalised by its own window envelope (an item in a
+      padded batch then gives what it gives alone).
+    envelope_floor: the squared-window envelope is floored here before the
+      division (relative to a full overlap). It only acts on the first and last
+      few dozen samples, that almost no window weighs, where dividing by ~0
+      would blow up the error of an inconsistent spectrum (as in Griffin-Lim).
 
   Returns:
-    `[..., config.num_samples(frames)]` float32 waveform. For a consistent
-    spectrum this inverts `stft` exactly, including the first and last
-    `frame_length - frame_step` samples that fewer windows cover.
+    `[..., config.num_samples(frames)]` float32 waveform; for a consistent
+    spectrum it equals the signal wherever the envelope exceeds the floor.
   """
   frames = tf.signal.irfft(spectrum, fft_length=[config.fft_length])
   frames = frames[..., :config.frame_length] * window(config)
   signal = tf.signal.overlap_and_add(frames, config.frame_step)
-  envelope = _window_envelope(tf.shape(spectrum)[-2], config)
-  # Samples that no window covers with weight (the very first one of a Hann
-  # window is 0) are left untouched instead of divided by ~0.
-  safe = tf.where(envelope > 1e-8, envelope, tf.ones_like(envelope))
-  return signal / safe
+  if frame_mask is None:
+    frame_mask = tf.ones(tf.shape(spectrum)[:-1], tf.float32)
+  envelope = _window_envelope(tf.cast(frame_mask, tf.float32), config)
+  full = float(np.sum(numpy_window(config) ** 2)) / config.frame_step
+  return signal / tf.maximum(envelope, envelope_floor * full)
 
 
 def griffin_lim(magnitude: tf.Tensor,
@@ -247,7 +259,7 @@ def griffin_lim(magnitude: tf.Tensor,
     raise ValueError(f"init must be 'zeros' or 'random', got {init!r}")
 
   def synthesize(angles):
-    return istft(mag_c * angles, config) * sample_mask
+    return istft(mag_c * angles, config, frame_mask=mask) * sample_mask
 
   def unit(z):
     return z / tf.cast(tf.maximum(tf.abs(z), 1e-16), tf.complex64)

@@ -1,0 +1,224 @@
+"""The embedder interface: a waveform in, frame-level embeddings `[T, D]` out.
+
+Every embedder declares the frame grid its frames live on (`Grid`). Frame `t`
+of a non-centred grid covers samples `[t * frame_step, t * frame_step +
+frame_length)`, exactly like `e2s_tf.spectral.StftConfig`; preprocessing
+compares the two grids and never silently misaligns them.
+
+Subclasses implement `_embed` (and the `dim` / `grid` properties); the public
+`embed` validates what comes out (2-D, the declared dimension, finite values)
+so that every embedder reports a bad item the same way: an `EmbedderError`
+that names the item and the file.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from e2s_tf import spectral
+
+
+class EmbedderError(ValueError):
+  """One item could not be embedded: names the item id, the file and why."""
+
+  def __init__(self, reason: str, item_id: Optional[str] = None,
+               path: Optional[str] = None):
+    self.reason = reason
+    self.item_id = item_id
+    self.path = path
+    where = " ".join(
+        p for p in (f"item {item_id!r}" if item_id is not None else "",
+                    f"({path})" if path else "") if p)
+    super().__init__(f"{where}: {reason}" if where else reason)
+
+  def __reduce__(self):
+    # Keeps the fields when the error crosses a process boundary.
+    return self.__class__, (self.reason, self.item_id, self.path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """The frame grid of an embedder.
+
+  Attributes:
+    sample_rate: samples per second of the waveform the frames refer to.
+    frame_length: samples seen by one frame (its analysis window).
+    frame_step: hop between consecutive frames in samples.
+    center: False ("snip edges"): frame t starts at sample t * frame_step.
+      True: frame t is centred on sample t * frame_step, the signal being
+      padded by frame_length // 2 samples on both sides.
+  """
+
+  sample_rate: int
+  frame_length: int
+  frame_step: int
+  center: bool = False
+
+  def __post_init__(self):
+    for field in ("sample_rate", "frame_length", "frame_step"):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"Grid.{field} must be an integer, got {value!r}")
+      if value <= 0:
+        raise ValueError(f"Grid.{field} must be positive, got {value}")
+    if not isinstance(self.center, (bool, np.bool_)):
+      raise ValueError(f"Grid.center must be a bool, got {self.center!r}")
+
+  @classmethod
+  def from_stft(cls, config: spectral.StftConfig) -> "Grid":
+    """The grid of the STFT of `config`."""
+    return cls(sample_rate=config.sample_rate,
+               frame_length=config.frame_length,
+               frame_step=config.frame_step, center=config.center)
+
+  def num_frames(self, num_samples):
+    """Frames of a signal of `num_samples` samples (int or integer array).
+
+    Non-centred: `1 + (N - frame_length) // frame_step`, 0 when
+    `N < frame_length` (the formula of `StftConfig.num_frames`). Centred: the
+    same on the signal padded by `frame_length // 2` on both sides, 0 for an
+    empty signal.
+    """
+    n = np.asarray(num_samples)
+    if self.center:
+      padded = np.where(n > 0, n + 2 * (self.frame_length // 2), 0)
+    else:
+      padded = n
+    frames = np.where(padded < self.frame_length, 0,
+                      1 + (padded - self.frame_length) // self.frame_step)
+    return int(frames) if frames.ndim == 0 else frames.astype(np.int64)
+
+  def aligned_with(self, config: spectral.StftConfig) -> bool:
+    """True when frame t of this grid is frame t of the STFT of `config`."""
+    return self == Grid.from_stft(config)
+
+  def to_dict(self) -> dict[str, Any]:
+    return {"sample_rate": int(self.sample_rate),
+            "frame_length": int(self.frame_length),
+            "frame_step": int(self.frame_step),
+            "center": bool(self.center)}
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "Grid":
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - fields
+    if unknown:
+      raise ValueError(f"unknown Grid fields: {sorted(unknown)}")
+    return cls(**d)
+
+
+class Embedder(abc.ABC):
+  """Turns one waveform into frame-level embeddings on a declared grid.
+
+  Attributes:
+    name: the registry name (set by `registry.register`).
+    needs_audio: False when the embeddings are not computed from the waveform
+      (precomputed arrays); the waveform is still passed to `embed`.
+    analytic_inverse: True when `invert_magnitude` maps embeddings back to a
+      linear magnitude spectrogram in closed form.
+  """
+
+  name: str = ""
+  needs_audio: bool = True
+  analytic_inverse: bool = False
+
+  def __init__(self, stft_config: spectral.StftConfig):
+    self.stft_config = stft_config
+
+  @classmethod
+  def from_spec(cls, argument: Optional[str],
+                stft_config: spectral.StftConfig, **options) -> "Embedder":
+    """Builds the embedder from the part of the spec after ':' and options."""
+    if argument is not None:
+      raise ValueError(f"embedder {cls.name!r} takes no argument after ':', "
+                       f"got {argument!r}")
+    return cls(stft_config, **options)
+
+  @property
+  @abc.abstractmethod
+  def dim(self) -> Optional[int]:
+    """Embedding dimension D (None until known, for embedders that learn it)."""
+
+  @property
+  @abc.abstractmethod
+  def grid(self) -> Grid:
+    """The frame grid of the embeddings."""
+
+  @property
+  def spec(self) -> str:
+    """The `--embedder` value that builds this embedder (with `options()`)."""
+    return self.name
+
+  def options(self) -> dict[str, Any]:
+    """Keyword options that rebuild this embedder with `get_embedder`."""
+    return {}
+
+  def describe(self) -> dict[str, Any]:
+    """JSON-ready description for dataset_info.json.
+
+    Returns:
+      {"name", "spec", "dim", "grid": Grid.to_dict(), "options"}; the embedder
+      is rebuilt by `get_embedder(d["spec"], stft_config, **d["options"])`.
+    """
+    return {"name": self.name, "spec": self.spec, "dim": self.dim,
+            "grid": self.grid.to_dict(), "options": self.options()}
+
+  @abc.abstractmethod
+  def _embed(self, audio: np.ndarray, item: Mapping[str, Any]) -> np.ndarray:
+    """Computes the raw embeddings; `embed` validates them."""
+
+  def _source(self, item: Mapping[str, Any]) -> Optional[str]:
+    """The file that errors about `item` should name."""
+    return item.get("audio")
+
+  def embed(self, audio: np.ndarray, item: Mapping[str, Any]) -> np.ndarray:
+    """Embeds one item.
+
+    Args:
+      audio: `[samples]` float32 mono waveform at `stft_config.sample_rate`.
+      item: the manifest entry (paths absolute); errors name `item["id"]`.
+
+    Returns:
+      `[frames, dim]` float32 on `self.grid`.
+
+    Raises:
+      EmbedderError: the item cannot be embedded or the result is not a finite
+        `[frames, dim]` array.
+    """
+    audio = np.asarray(audio, np.float32)
+    if audio.ndim != 1:
+      raise self.error(item, f"audio must be 1-D [samples], got {audio.shape}")
+    out = np.asarray(self._embed(audio, item))
+    if out.ndim != 2:
+      raise self.error(item, f"embedding must be 2-D [frames, dim], got shape "
+                       f"{out.shape}")
+    if not np.issubdtype(out.dtype, np.number):
+      raise self.error(item, f"embedding must be numeric, got {out.dtype}")
+    out = out.astype(np.float32, copy=False)
+    self._check_dim(out.shape[1], item)
+    if not np.all(np.isfinite(out)):
+      bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+      raise self.error(item, f"embedding has {bad} non-finite values")
+    return out
+
+  def _check_dim(self, dim: int, item: Mapping[str, Any]) -> None:
+    if self.dim is not None and dim != self.dim:
+      raise self.error(item, f"embedding dim {dim} != expected {self.dim}")
+
+  def error(self, item: Mapping[str, Any], reason: str,
+            path: Optional[str] = None) -> EmbedderError:
+    """An `EmbedderError` about `item` (names `path` or the item's file)."""
+    return EmbedderError(f"{self.name}: {reason}", item_id=item.get("id"),
+                         path=path if path is not None else self._source(item))
+
+  def invert_magnitude(self, features: np.ndarray) -> np.ndarray:
+    """Closed-form inverse `[frames, dim]` -> `[frames, bins]` magnitude."""
+    raise NotImplementedError(f"embedder {self.name!r} has no analytic inverse")
+
+  def __repr__(self) -> str:
+    return (f"{type(self).__name__}(spec={self.spec!r}, dim={self.dim}, "
+            f"grid={self.grid})")
