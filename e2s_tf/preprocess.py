@@ -1,0 +1,84 @@
+r"""Manifest -> TFRecord shards + dataset_info.json.
+
+    python -m e2s_tf.preprocess --manifest=data/corpus/manifest.jsonl \
+        --out_dir=data/tfrecords --embedder=logmel
+"""
+
+import json
+
+from absl import app
+from absl import flags
+
+from e2s_tf import preprocess_lib
+from e2s_tf import spectral
+
+_MANIFEST = flags.DEFINE_string("manifest", None, "manifest.jsonl to read.",
+                                required=True)
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory.",
+                               required=True)
+_EMBEDDER = flags.DEFINE_string(
+    "embedder", "logmel", "logmel | mfcc | npy | savedmodel:PATH")
+_EMBEDDER_OPTIONS = flags.DEFINE_string(
+    "embedder_options", "{}",
+    'JSON options of the embedder, e.g. \'{"transpose": true}\' for npy '
+    "arrays stored [D, T], '{\"num_mel_bins\": 80}' for logmel, or "
+    "'{\"frame_length\": 400, \"frame_step\": 160}' to declare a SavedModel's grid.")
+_NPY_TRANSPOSED = flags.DEFINE_bool(
+    "npy_transposed", False,
+    "npy embedder: arrays are stored [D, T] (the original data's (64, 120)).")
+_SPLIT_BY = flags.DEFINE_enum("split_by", "speaker",
+                              list(preprocess_lib.SPLIT_MODES),
+                              "Hold out whole speakers, or utterances.")
+_VALID = flags.DEFINE_float("valid_fraction", 0.1, "Share of speakers/items "
+                            "for validation.")
+_TEST = flags.DEFINE_float("test_fraction", 0.1, "Share for the test split.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the split.")
+_FRAME_TOLERANCE = flags.DEFINE_integer(
+    "frame_tolerance", 0, "Trim at most this many trailing frames when the "
+    "embedding and STFT frame counts differ (counted in dataset_info.json); "
+    "a larger mismatch rejects the item.")
+_ITEMS_PER_SHARD = flags.DEFINE_integer("items_per_shard", 64,
+                                        "Examples per TFRecord shard.")
+_NUM_WORKERS = flags.DEFINE_integer("num_workers", None,
+                                    "Worker processes (default: all cores).")
+_MAX_REJECTED = flags.DEFINE_float(
+    "max_rejected_fraction", 0.2,
+    "Fail when more than this share of the items is rejected.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Replace a dataset made with other settings.")
+_FRAME_LENGTH = flags.DEFINE_integer(
+    "frame_length", spectral.DEFAULT.frame_length,
+    "STFT window in samples (the original authors' setting: the FFT size).")
+_FRAME_STEP = flags.DEFINE_integer("frame_step", spectral.DEFAULT.frame_step,
+                                   "STFT hop in samples.")
+_FFT_LENGTH = flags.DEFINE_integer("fft_length", spectral.DEFAULT.fft_length,
+                                   "FFT size.")
+_SAMPLE_RATE = flags.DEFINE_integer("sample_rate",
+                                    spectral.DEFAULT.sample_rate,
+                                    "Sample rate of the project.")
+
+
+def main(argv):
+  del argv
+  options = json.loads(_EMBEDDER_OPTIONS.value)
+  if _NPY_TRANSPOSED.value:
+    options["transpose"] = True
+  config = spectral.StftConfig(
+      sample_rate=_SAMPLE_RATE.value, frame_length=_FRAME_LENGTH.value,
+      frame_step=_FRAME_STEP.value, fft_length=_FFT_LENGTH.value)
+  try:
+    preprocess_lib.run_preprocess(
+        _MANIFEST.value, _OUT_DIR.value, embedder_spec=_EMBEDDER.value,
+        embedder_options=options, config=config, split_by=_SPLIT_BY.value,
+        valid_fraction=_VALID.value, test_fraction=_TEST.value,
+        seed=_SEED.value, frame_tolerance=_FRAME_TOLERANCE.value,
+        items_per_shard=_ITEMS_PER_SHARD.value,
+        num_workers=_NUM_WORKERS.value,
+        max_rejected_fraction=_MAX_REJECTED.value,
+        overwrite=_OVERWRITE.value)
+  except (preprocess_lib.PreprocessError, ValueError, FileNotFoundError) as e:
+    raise SystemExit(f"preprocess: error: {e}") from None
+
+
+if __name__ == "__main__":
+  app.run(main)
