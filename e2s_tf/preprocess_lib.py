@@ -94,7 +94,7 @@ def process_item(item: Mapping[str, Any], embedder: embedders.Embedder,
       reason = "empty_audio"
     else:
       reason = "unreadable_audio"
-    return _reject(item, getattr(e, "reason", None) or reason, text)
+    return _reject(item, reason, text)
   if audio.size == 0:
     return _reject(item, "empty_audio", f"{item['audio']}: no samples")
   if not np.all(np.isfinite(audio)):
@@ -289,6 +289,26 @@ class _Stats:
     return out
 
 
+def _majority_dim(items, embedder, config, sample=16) -> int:
+  dims = collections.Counter()
+  for it in items[:sample * 4]:
+    try:
+      wav = audio_lib.load_audio(it["audio"], config.sample_rate,
+                                 it.get("start"), it.get("end"))
+      fresh = embedders.get_embedder(embedder.spec, config,
+                                     **embedder.options())
+      dims[int(fresh.embed(wav, dict(it)).shape[1])] += 1
+    except (audio_lib.AudioError, embedders.EmbedderError, IndexError):
+      continue
+    if sum(dims.values()) >= sample:
+      break
+  if not dims:
+    raise PreprocessError(
+        f"embedder {embedder.name!r}: could not embed any of the first items "
+        "to learn the embedding dimension; give it with --embedder_options")
+  return dims.most_common(1)[0][0]
+
+
 def _fingerprint(manifest_path, settings) -> str:
   h = hashlib.sha256()
   with open(manifest_path, "rb") as f:
@@ -357,13 +377,31 @@ def run_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
   # The embedder is built here too: a bad spec fails before any work, and its
   # description goes into dataset_info.
   embedder = embedders.get_embedder(embedder_spec, config, **embedder_options)
-  if embedder.grid.frame_step != config.frame_step or (
-      embedder.grid.sample_rate != config.sample_rate):
+  grid = embedder.grid
+  if (grid.frame_step, grid.sample_rate) != (config.frame_step,
+                                             config.sample_rate):
     raise PreprocessError(
-        f"embedder {embedder.name!r} has hop {embedder.grid.frame_step} at "
-        f"{embedder.grid.sample_rate} Hz but the STFT grid has hop "
-        f"{config.frame_step} at {config.sample_rate} Hz: frames cannot be "
-        "paired one to one")
+        f"embedder {embedder.name!r} has hop {grid.frame_step} at "
+        f"{grid.sample_rate} Hz but the STFT grid has hop {config.frame_step} "
+        f"at {config.sample_rate} Hz: frames cannot be paired one to one")
+  # Same hop, but the windows may differ (e.g. 30 ms embeddings against the
+  # original 32 ms STFT window): frame centres are then this far apart, and
+  # the frame counts can differ by a frame (see --frame_tolerance).
+  centre_offset_ms = 1000.0 * (
+      (config.frame_length - grid.frame_length) / 2.0 +
+      (grid.frame_length // 2 if grid.center else 0)) / config.sample_rate
+  if centre_offset_ms and progress:
+    print(f"note: embedder frames ({grid.to_dict()}) and STFT frames "
+          f"(window {config.frame_length}) have centres {centre_offset_ms:+.2f} "
+          "ms apart")
+  if embedder.dim is None:
+    # Embedders that learn their dimension from the data (npy, a SavedModel
+    # without a declared dim): fix it here, by majority over a sample of
+    # items, so that every worker enforces the same one.
+    dim = _majority_dim(items, embedder, config)
+    embedder_options["dim"] = dim
+    embedder = embedders.get_embedder(embedder_spec, config,
+                                      **embedder_options)
   splits = assign_splits(items, split_by, valid_fraction, test_fraction, seed)
   speakers = sorted({it["speaker"] for it in items if it.get("speaker")})
   speaker_index = {s: i for i, s in enumerate(speakers)}
@@ -434,6 +472,7 @@ def run_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
       "split_by": split_by,
       "seed": seed,
       "frame_tolerance": frame_tolerance,
+      "centre_offset_ms": centre_offset_ms,
       "speakers": speakers,
       "splits": {
           s: {"num_examples": counts[s]["num_examples"],

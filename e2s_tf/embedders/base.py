@@ -22,22 +22,40 @@ import numpy as np
 from e2s_tf import spectral
 
 
-class EmbedderError(ValueError):
-  """One item could not be embedded: names the item id, the file and why."""
+# Categories of `EmbedderError.reason` (rejection reasons of preprocessing).
+EMBEDDING_ERROR = "embedding_error"
+WRONG_DIMENSION = "wrong_dimension"
+NON_FINITE = "non_finite"
+REASONS = (EMBEDDING_ERROR, WRONG_DIMENSION, NON_FINITE)
 
-  def __init__(self, reason: str, item_id: Optional[str] = None,
-               path: Optional[str] = None):
-    self.reason = reason
+
+class EmbedderError(ValueError):
+  """One item could not be embedded: names the item id, the file and why.
+
+  Attributes:
+    detail: what went wrong, in words.
+    item_id: the manifest item's id (None when unknown).
+    path: the file concerned (the .npy, or the audio).
+    reason: a category among `REASONS`, for counting rejections.
+  """
+
+  def __init__(self, detail: str, item_id: Optional[str] = None,
+               path: Optional[str] = None, reason: str = EMBEDDING_ERROR):
+    if reason not in REASONS:
+      raise ValueError(f"unknown EmbedderError reason {reason!r}; known: "
+                       f"{REASONS}")
+    self.detail = detail
     self.item_id = item_id
     self.path = path
+    self.reason = reason
     where = " ".join(
         p for p in (f"item {item_id!r}" if item_id is not None else "",
                     f"({path})" if path else "") if p)
-    super().__init__(f"{where}: {reason}" if where else reason)
+    super().__init__(f"{where}: {detail}" if where else detail)
 
   def __reduce__(self):
     # Keeps the fields when the error crosses a process boundary.
-    return self.__class__, (self.reason, self.item_id, self.path)
+    return self.__class__, (self.detail, self.item_id, self.path, self.reason)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,25 +213,40 @@ class Embedder(abc.ABC):
     out = np.asarray(self._embed(audio, item))
     if out.ndim != 2:
       raise self.error(item, f"embedding must be 2-D [frames, dim], got shape "
-                       f"{out.shape}")
+                       f"{out.shape}", reason=WRONG_DIMENSION)
     if not np.issubdtype(out.dtype, np.number):
       raise self.error(item, f"embedding must be numeric, got {out.dtype}")
     out = out.astype(np.float32, copy=False)
     self._check_dim(out.shape[1], item)
     if not np.all(np.isfinite(out)):
       bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
-      raise self.error(item, f"embedding has {bad} non-finite values")
+      raise self.error(item, f"embedding has {bad} non-finite values",
+                       reason=NON_FINITE)
     return out
 
   def _check_dim(self, dim: int, item: Mapping[str, Any]) -> None:
-    if self.dim is not None and dim != self.dim:
-      raise self.error(item, f"embedding dim {dim} != expected {self.dim}")
+    if self.dim is None:
+      self._learn_dim(dim)
+    elif dim != self.dim:
+      raise self.error(item, f"embedding dim {dim} != expected {self.dim}"
+                       f"{self._dim_hint()}", reason=WRONG_DIMENSION)
 
-  def error(self, item: Mapping[str, Any], reason: str,
-            path: Optional[str] = None) -> EmbedderError:
+  def _learn_dim(self, dim: int) -> None:
+    """Adopts the first item's dim (embedders whose `dim` may be None)."""
+    raise NotImplementedError(
+        f"{type(self).__name__}.dim is None but it does not learn its dim")
+
+  def _dim_hint(self) -> str:
+    """Appended to dim-mismatch errors."""
+    return ""
+
+  def error(self, item: Mapping[str, Any], detail: str,
+            path: Optional[str] = None,
+            reason: str = EMBEDDING_ERROR) -> EmbedderError:
     """An `EmbedderError` about `item` (names `path` or the item's file)."""
-    return EmbedderError(f"{self.name}: {reason}", item_id=item.get("id"),
-                         path=path if path is not None else self._source(item))
+    return EmbedderError(f"{self.name}: {detail}", item_id=item.get("id"),
+                         path=path if path is not None else self._source(item),
+                         reason=reason)
 
   def invert_magnitude(self, features: np.ndarray) -> np.ndarray:
     """Closed-form inverse `[frames, dim]` -> `[frames, bins]` magnitude."""

@@ -85,8 +85,8 @@ def get_embedder(spec: str, stft_config: spectral.StftConfig = spectral.DEFAULT,
   if accepted is not None:
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-      raise ValueError(f"embedder {name!r} does not accept option(s) {unknown}; "
-                       f"accepted: {accepted}")
+      raise ValueError(f"embedder {name!r} does not accept option(s) "
+                       f"{unknown}; accepted: {accepted}")
   return cls.from_spec(argument, stft_config, **options)
 
 

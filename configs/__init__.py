@@ -1,0 +1,1 @@
+"""Experiment configs: `get_config()` per file, derived from base.py."""

@@ -1,0 +1,8 @@
+"""The `cnn` decoder with the base training settings."""
+
+from configs import base
+
+
+def get_config():
+  config = base.get_config("cnn")
+  return config

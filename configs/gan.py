@@ -1,0 +1,8 @@
+"""The `gan` decoder with the base training settings."""
+
+from configs import base
+
+
+def get_config():
+  config = base.get_config("gan")
+  return config

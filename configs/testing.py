@@ -1,0 +1,34 @@
+"""A tiny config for tests: a few steps of a very small model.
+
+`--config=configs/testing.py:gan` picks the model (cnn | multiscale | gan).
+"""
+
+from configs import base
+
+
+def get_config(model: str = "multiscale"):
+  config = base.get_config(model)
+  m = config.model
+  m.channels = 16
+  if model == "cnn":
+    m.num_layers = 2
+  else:
+    m.num_blocks = 1
+    m.refine_channels = 4
+    m.refine_layers = 2
+  if model == "gan":
+    m.warmup_steps = 2
+    m.disc_channels = (4, 4, 4)
+  config.data.frames_per_batch = 1200
+  config.data.batch_size = 4
+  config.data.shuffle_buffer = 16
+  config.train.num_steps = 6
+  config.train.warmup_steps = 2
+  config.train.log_every = 2
+  config.train.eval_every = 4
+  config.train.eval_batches = 2
+  config.train.summary_items = 2
+  config.train.griffin_lim_iterations = 4
+  config.train.checkpoint_every = 3
+  config.train.keep_checkpoints = 2
+  return config

@@ -1,0 +1,712 @@
+"""Input pipeline: TFRecord shards -> normalised, batched training examples.
+
+`make_dataset` reads the shards of one split written by `e2s_tf.preprocess`,
+parses them with `records.parse_example`, groups items into batches with one of
+the batching modes of `MODES`, and normalises both streams with the train-split
+statistics of `dataset_info.json`. Every batch is a dict:
+
+  embedding     [batch, frames, dim]   f32 normalised, padded with 0 (the mean)
+  log_stft      [batch, frames, bins]  f32 normalised, padded with normalised
+                                       log-silence (spectral.LOG_SILENCE)
+  mask          [batch, frames]        f32, 1 on valid frames
+  length        [batch]                i32 valid frames (= mask.sum(-1))
+  id            [batch]                string item ids
+  speaker       [batch]                i32 speaker_index   (with_speaker=True)
+  audio         [batch, samples]       f32, 0 where padded (with_audio=True)
+  audio_length  [batch]                i32                 (with_audio=True)
+
+Batching modes (see docs/batching.md for what each costs):
+
+  bucket          items grouped by length (bucket bounds from the train length
+                  quantiles, merged until each fills a batch per epoch), batch
+                  size per bucket from a frame budget, padded to the batch's
+                  longest item. The default.
+  crop            a random window of `crop_frames` frames, the same window in
+                  both streams; shorter items padded and masked.
+  repeat_longest  (original) items tiled up to the batch's longest item.
+  crop_shortest   (original) items cut to the batch's shortest item.
+  mean_length     (original) items cut or tiled to the dataset's mean length.
+
+`filler_share` runs one epoch of a mode and counts the frames it delivers that
+are padding or repetition, and the source frames it throws away.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import tensorflow as tf
+
+from e2s_tf import records
+from e2s_tf import spectral
+
+AUTOTUNE = tf.data.AUTOTUNE
+# The schema's parser, re-exported: tfrecords/README.md names it here.
+parse_example = records.parse_example
+
+# Standard deviations are floored here: a constant dimension cannot give inf.
+MIN_STD = 1e-6
+# Entries of dataset_info.json["length_quantiles"]: levels 0, 0.1, ..., 1.
+_QUANTILE_TABLE_SIZE = 11
+
+
+# ----------------------------------------------------------------------------
+# Normalisation.
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalizer:
+  """Per-dimension / per-bin standardisation with the train-split statistics.
+
+  Works on NumPy arrays and on tensors (eager or in a graph: the statistics
+  become constants, so an exported model has them baked in).
+
+  Attributes:
+    embedding_mean, embedding_std: `[dim]` float32.
+    log_stft_mean, log_stft_std: `[bins]` float32 (std floored at MIN_STD).
+  """
+
+  embedding_mean: np.ndarray
+  embedding_std: np.ndarray
+  log_stft_mean: np.ndarray
+  log_stft_std: np.ndarray
+
+  @classmethod
+  def from_info(cls, info: Mapping[str, Any], source: str = "dataset_info.json"
+                ) -> "Normalizer":
+    """Builds the normaliser from a loaded dataset_info.json (its `stats`)."""
+    stats = info.get("stats")
+    keys = ("embedding_mean", "embedding_std", "log_stft_mean", "log_stft_std")
+    if not stats or any(k not in stats for k in keys):
+      raise ValueError(f"{source}: `stats` must hold {', '.join(keys)}")
+    arrays = {k: np.asarray(stats[k], np.float32).reshape(-1) for k in keys}
+    for stream in ("embedding", "log_stft"):
+      mean, std = arrays[f"{stream}_mean"], arrays[f"{stream}_std"]
+      if mean.shape != std.shape:
+        raise ValueError(f"{source}: {stream}_mean has {mean.size} values but "
+                         f"{stream}_std has {std.size}")
+      if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+        raise ValueError(f"{source}: non-finite {stream} statistics")
+      arrays[f"{stream}_std"] = np.maximum(std, MIN_STD).astype(np.float32)
+    return cls(**arrays)
+
+  @classmethod
+  def from_data_dir(cls, data_dir: str) -> "Normalizer":
+    return cls.from_info(records.read_dataset_info(data_dir),
+                         source=f"{data_dir}/{records.DATASET_INFO}")
+
+  @property
+  def embedding_dim(self) -> int:
+    return int(self.embedding_mean.shape[0])
+
+  @property
+  def num_bins(self) -> int:
+    return int(self.log_stft_mean.shape[0])
+
+  def normalize_embedding(self, x):
+    """`[..., dim]` raw -> normalised."""
+    return (x - self.embedding_mean) / self.embedding_std
+
+  def denormalize_embedding(self, x):
+    """`[..., dim]` normalised -> raw."""
+    return x * self.embedding_std + self.embedding_mean
+
+  def normalize_log_stft(self, x):
+    """`[..., bins]` raw log-magnitude -> normalised."""
+    return (x - self.log_stft_mean) / self.log_stft_std
+
+  def denormalize_log_stft(self, x):
+    """`[..., bins]` normalised -> raw log-magnitude."""
+    return x * self.log_stft_std + self.log_stft_mean
+
+  @property
+  def log_silence(self) -> np.ndarray:
+    """`[bins]` float32: normalised log-silence, the padding of `log_stft`."""
+    silence = np.full_like(self.log_stft_mean, spectral.LOG_SILENCE)
+    return self.normalize_log_stft(silence).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------
+# Bucket bounds.
+
+
+def _table_levels(n: int) -> np.ndarray:
+  return np.linspace(0.0, 1.0, n)
+
+
+def _quantile_table(info: Mapping[str, Any]
+                    ) -> Optional[tuple[np.ndarray, np.ndarray]]:
+  """(levels, values) of the train split's length quantiles, None when absent.
+
+  dataset_info["length_quantiles"] is, as preprocess writes it, per split a
+  mapping {level: frames} ({"train": {"0.0": 61, "0.1": 80, ..., "1.0": 598}});
+  a bare mapping {level: frames} or a list at evenly spaced levels 0, ..., 1
+  is taken as the train split's.
+  """
+  table = info.get("length_quantiles")
+  if isinstance(table, Mapping) and table and all(
+      isinstance(v, Mapping) for v in table.values()):
+    table = table.get("train")
+  if not table:
+    return None
+  if isinstance(table, Mapping):
+    pairs = sorted((float(q), float(v)) for q, v in table.items())
+    levels, values = (np.asarray(x) for x in zip(*pairs))
+  else:
+    values = np.asarray(table, np.float64).reshape(-1)
+    levels = _table_levels(values.size)
+  if values.size < 2 or np.any(np.diff(values) < 0):
+    raise ValueError(f"dataset_info.json: length_quantiles must be >= 2 "
+                     f"non-decreasing values, got {table}")
+  return levels, values
+
+
+def split_lengths(data_dir: str, split: str,
+                  info: Optional[Mapping[str, Any]] = None) -> np.ndarray:
+  """`[items]` int frame counts of a split, read from its shards."""
+  files = records.split_files(data_dir, split, info)
+  feature = {"num_frames": records.FEATURES["num_frames"]}
+  ds = tf.data.TFRecordDataset(files).map(
+      lambda s: tf.io.parse_single_example(s, feature)["num_frames"],
+      num_parallel_calls=AUTOTUNE)
+  return np.fromiter(ds.as_numpy_iterator(), np.int64)
+
+
+def length_quantiles(lengths: Sequence[int],
+                     num: int = _QUANTILE_TABLE_SIZE) -> list[float]:
+  """Frame counts at levels 0, 1/(num-1), ..., 1 (the schema's table)."""
+  lengths = np.asarray(lengths, np.float64)
+  if lengths.size == 0:
+    raise ValueError("no lengths to take quantiles of")
+  return [float(v) for v in np.quantile(lengths, _table_levels(num))]
+
+
+def bucket_upper_bounds(quantiles: Sequence[float],
+                        max_buckets: Optional[int] = None,
+                        levels: Optional[Sequence[float]] = None,
+                        *,
+                        num_items: Optional[int] = None,
+                        frames_per_batch: Optional[int] = None) -> list[int]:
+  """Inclusive upper length bound of each bucket, increasing.
+
+  Buckets hold equal shares of the items (quantile steps). With `num_items`
+  and `frames_per_batch`, adjacent buckets are merged, from the shortest up,
+  until each expects at least one full batch per epoch (its share of
+  `num_items` >= its batch size `frames_per_batch // bound`): otherwise a
+  bucket of short items, whose batches are large, would fill its batches with
+  the same few items seen over several epochs.
+
+  Args:
+    quantiles: frame counts at the quantile `levels`.
+    max_buckets: buckets before merging; the quantile function is
+      interpolated linearly between the table's levels. None: one bucket per
+      table step.
+    levels: increasing quantile levels from 0 to 1; None: evenly spaced.
+    num_items: items of the split the quantiles describe.
+    frames_per_batch: the frame budget of a batch.
+
+  Returns:
+    distinct bounds; the last is the longest length of the table.
+  """
+  values = np.asarray(quantiles, np.float64)
+  levels = (_table_levels(values.size) if levels is None
+            else np.asarray(levels, np.float64))
+  if levels.shape != values.shape or values.size < 2:
+    raise ValueError(f"need >= 2 quantiles at as many levels, got "
+                     f"{values.size} quantiles and {levels.size} levels")
+  if max_buckets is not None:
+    if max_buckets < 1:
+      raise ValueError(f"max_buckets must be >= 1, got {max_buckets}")
+    grid = _table_levels(max_buckets + 1)
+    values, levels = np.interp(grid, levels, values), grid
+  bounds = np.maximum(np.ceil(values), 1).astype(np.int64)
+  if num_items is None or frames_per_batch is None:
+    return [int(b) for b in np.unique(bounds[1:])]
+
+  def fills_a_batch(share, bound):
+    return num_items * share >= max(1, frames_per_batch // int(bound))
+
+  kept, start = [], levels[0]
+  for level, bound in zip(levels[1:], bounds[1:]):
+    if fills_a_batch(level - start, bound):
+      kept.append((level, int(bound)))
+      start = level
+  if start < levels[-1]:
+    # The longest items left over: they join the previous bucket unless they
+    # fill a batch on their own, and that bucket's bound becomes the longest.
+    if kept and not fills_a_batch(levels[-1] - start, bounds[-1]):
+      kept.pop()
+    kept.append((levels[-1], int(bounds[-1])))
+  return sorted({bound for _, bound in kept})
+
+
+def bucket_batch_sizes(upper_bounds: Sequence[int],
+                       frames_per_batch: int) -> list[int]:
+  """Batch size per bucket: items of the bucket's bound that fit the budget."""
+  return [max(1, frames_per_batch // int(b)) for b in upper_bounds]
+
+
+def _train_bounds(data_dir: str, info: Mapping[str, Any],
+                  max_buckets: Optional[int],
+                  frames_per_batch: Optional[int] = None) -> list[int]:
+  """Bucket bounds from the train split (its quantile table, else its data)."""
+  table = _quantile_table(info)
+  num_items = info.get("splits", {}).get("train", {}).get("num_examples")
+  if table is None or not num_items:
+    lengths = split_lengths(data_dir, "train", info)
+    num_items = lengths.size
+    levels, values = None, length_quantiles(lengths)
+  if table is not None:
+    levels, values = table
+  return bucket_upper_bounds(values, max_buckets, levels, num_items=num_items,
+                             frames_per_batch=frames_per_batch)
+
+
+# ----------------------------------------------------------------------------
+# Batching modes.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Context:
+  """What a batching mode needs besides the dataset of parsed items."""
+  data_dir: str
+  split: str
+  info: Mapping[str, Any]
+  stft: spectral.StftConfig
+  batch_size: int
+  frames_per_batch: int
+  crop_frames: int
+  max_buckets: Optional[int]
+  mean_frames: Optional[int]
+  drop_remainder: bool
+  with_audio: bool
+  seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingMode:
+  """A batching strategy.
+
+  Attributes:
+    name: registry key.
+    batch: `(items, context) -> batches`. Items and batches carry `embedding`,
+      `log_stft`, `length` (valid frames), `source_frames` (distinct source
+      frames delivered), `original_length` and the pass-through keys; batches
+      are padded with zeros (fixed up and normalised afterwards).
+    supports_audio: whether batches can carry the matching audio.
+    summary: one line for docs and errors.
+  """
+  name: str
+  batch: Callable[[tf.data.Dataset, _Context], tf.data.Dataset]
+  supports_audio: bool
+  summary: str
+
+
+def _with_item_seeds(items: tf.data.Dataset, seed: int) -> tf.data.Dataset:
+  """Pairs each item with a stateless seed `[2]` drawn from a seeded stream."""
+  seeds = tf.data.Dataset.random(seed=seed).batch(2)
+  return tf.data.Dataset.zip((items, seeds))
+
+
+def _random_offset(seed: tf.Tensor, max_offset: tf.Tensor) -> tf.Tensor:
+  """Uniform int32 in [0, max_offset]."""
+  return tf.random.stateless_uniform(
+      [], seed=seed, minval=0, maxval=max_offset + 1, dtype=tf.int32)
+
+
+def _num_samples(frames: tf.Tensor, stft: spectral.StftConfig) -> tf.Tensor:
+  """Samples that `frames` frames cover: `StftConfig.num_samples` on tensors."""
+  return tf.where(frames > 0,
+                  (frames - 1) * stft.frame_step + stft.frame_length, 0)
+
+
+def _take_frames(item: dict[str, tf.Tensor], index: tf.Tensor
+                 ) -> dict[str, tf.Tensor]:
+  """Gathers frames `index` `[n]` of both streams."""
+  out = dict(item)
+  out["embedding"] = tf.gather(item["embedding"], index)
+  out["log_stft"] = tf.gather(item["log_stft"], index)
+  return out
+
+
+def _window_audio(item: dict[str, tf.Tensor], start: tf.Tensor,
+                  frames: tf.Tensor, ctx: _Context) -> dict[str, tf.Tensor]:
+  """Cuts `item["audio"]` to the samples of frames [start, start + frames)."""
+  begin = start * ctx.stft.frame_step
+  size = _num_samples(frames, ctx.stft)
+  audio = item["audio"][begin:begin + size]
+  return dict(item, audio=audio, audio_length=tf.shape(audio)[0])
+
+
+def _padded_shapes(items: tf.data.Dataset, frames=None, samples=None):
+  """padded_shapes for `items`, with the frame/sample axes fixed when given."""
+  shapes = {k: s.shape for k, s in items.element_spec.items()}
+  for key in ("embedding", "log_stft"):
+    shapes[key] = tf.TensorShape([frames]).concatenate(shapes[key][1:])
+  if "audio" in shapes:
+    shapes["audio"] = tf.TensorShape([samples])
+  return shapes
+
+
+def _batch_bucket(items: tf.data.Dataset, ctx: _Context) -> tf.data.Dataset:
+  bounds = _train_bounds(ctx.data_dir, ctx.info, ctx.max_buckets,
+                         ctx.frames_per_batch)
+  sizes = bucket_batch_sizes(bounds, ctx.frames_per_batch)
+  # bucket_by_sequence_length takes exclusive boundaries; the last bucket is
+  # open-ended.
+  boundaries = [b + 1 for b in bounds[:-1]]
+  return items.bucket_by_sequence_length(
+      element_length_func=lambda item: item["length"],
+      bucket_boundaries=boundaries,
+      bucket_batch_sizes=sizes,
+      padded_shapes=_padded_shapes(items),
+      drop_remainder=ctx.drop_remainder)
+
+
+def _batch_crop(items: tf.data.Dataset, ctx: _Context) -> tf.data.Dataset:
+  if ctx.crop_frames < 1:
+    raise ValueError(f"crop_frames must be >= 1, got {ctx.crop_frames}")
+
+  def crop(item, seed):
+    frames = tf.minimum(item["length"], ctx.crop_frames)
+    start = _random_offset(seed, item["length"] - frames)
+    item = _take_frames(item, start + tf.range(frames))
+    if ctx.with_audio:
+      item = _window_audio(item, start, frames, ctx)
+    return dict(item, length=frames, source_frames=frames)
+
+  cropped = _with_item_seeds(items, ctx.seed).map(
+      crop, num_parallel_calls=AUTOTUNE)
+  samples = ctx.stft.num_samples(ctx.crop_frames)
+  return cropped.padded_batch(
+      ctx.batch_size,
+      padded_shapes=_padded_shapes(cropped, ctx.crop_frames, samples),
+      drop_remainder=ctx.drop_remainder)
+
+
+def _batch_repeat_longest(items: tf.data.Dataset,
+                          ctx: _Context) -> tf.data.Dataset:
+  def tile(batch):
+    frames = tf.shape(batch["embedding"])[1]
+    # Frame t of item b is its frame t mod length[b]: the item repeated.
+    index = tf.range(frames)[tf.newaxis, :] % tf.maximum(
+        batch["length"], 1)[:, tf.newaxis]
+    out = dict(batch)
+    out["embedding"] = tf.gather(batch["embedding"], index, batch_dims=1)
+    out["log_stft"] = tf.gather(batch["log_stft"], index, batch_dims=1)
+    out["length"] = tf.fill(tf.shape(batch["length"]), frames)
+    return out
+
+  return items.padded_batch(
+      ctx.batch_size, padded_shapes=_padded_shapes(items),
+      drop_remainder=ctx.drop_remainder).map(tile, num_parallel_calls=AUTOTUNE)
+
+
+def _batch_crop_shortest(items: tf.data.Dataset,
+                         ctx: _Context) -> tf.data.Dataset:
+  def cut(batch):
+    frames = tf.reduce_min(batch["length"])
+    out = dict(batch)
+    out["embedding"] = batch["embedding"][:, :frames]
+    out["log_stft"] = batch["log_stft"][:, :frames]
+    out["length"] = tf.fill(tf.shape(batch["length"]), frames)
+    out["source_frames"] = out["length"]
+    if ctx.with_audio:
+      samples = _num_samples(frames, ctx.stft)
+      out["audio"] = batch["audio"][:, :samples]
+      out["audio_length"] = tf.minimum(batch["audio_length"], samples)
+    return out
+
+  return items.padded_batch(
+      ctx.batch_size, padded_shapes=_padded_shapes(items),
+      drop_remainder=ctx.drop_remainder).map(cut, num_parallel_calls=AUTOTUNE)
+
+
+def _mean_frames(ctx: _Context) -> int:
+  """The dataset's mean item length: of the train split, else of `ctx.split`."""
+  if ctx.mean_frames is not None:
+    return int(ctx.mean_frames)
+  splits = ctx.info.get("splits", {})
+  for name in ("train", ctx.split):
+    split = splits.get(name, {})
+    if split.get("num_examples") and split.get("num_frames"):
+      return max(1, int(round(split["num_frames"] / split["num_examples"])))
+  lengths = split_lengths(ctx.data_dir, ctx.split, ctx.info)
+  if lengths.size == 0:
+    raise ValueError(f"{ctx.data_dir}: split {ctx.split!r} is empty")
+  return max(1, int(round(lengths.mean())))
+
+
+def _batch_mean_length(items: tf.data.Dataset,
+                       ctx: _Context) -> tf.data.Dataset:
+  target = _mean_frames(ctx)
+
+  def fit(item, seed):
+    # Longer items: a random window of `target` frames; shorter ones: tiled.
+    length = tf.maximum(item["length"], 1)
+    start = _random_offset(seed, tf.maximum(length - target, 0))
+    item = _take_frames(item, (start + tf.range(target)) % length)
+    return dict(item, length=tf.constant(target, tf.int32),
+                source_frames=tf.minimum(item["length"], target))
+
+  fitted = _with_item_seeds(items, ctx.seed).map(
+      fit, num_parallel_calls=AUTOTUNE)
+  return fitted.padded_batch(
+      ctx.batch_size, padded_shapes=_padded_shapes(fitted, target),
+      drop_remainder=ctx.drop_remainder)
+
+
+MODES: dict[str, BatchingMode] = {
+    mode.name: mode for mode in (
+        BatchingMode("bucket", _batch_bucket, True,
+                     "length buckets from train quantiles, frame budget"),
+        BatchingMode("crop", _batch_crop, True,
+                     "random window of crop_frames, same in both streams"),
+        BatchingMode("repeat_longest", _batch_repeat_longest, False,
+                     "(original) items tiled to the batch's longest"),
+        BatchingMode("crop_shortest", _batch_crop_shortest, True,
+                     "(original) items cut to the batch's shortest"),
+        BatchingMode("mean_length", _batch_mean_length, False,
+                     "(original) items cut or tiled to the mean length"),
+    )
+}
+
+
+# ----------------------------------------------------------------------------
+# The pipeline.
+
+
+def _dims(info: Mapping[str, Any], source: str
+          ) -> tuple[int, int, spectral.StftConfig]:
+  """(embedding dim, bins, StftConfig) declared by dataset_info.json."""
+  try:
+    stft = spectral.StftConfig.from_dict(info["stft"])
+    dim = int(info["embedder"]["dim"])
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(f"{source}: needs `stft` (a StftConfig) and "
+                     f"`embedder.dim`: {e}") from e
+  return dim, stft.num_bins, stft
+
+
+def _finish(batch: dict[str, tf.Tensor], normalizer: Optional[Normalizer],
+            keep: Sequence[str]) -> dict[str, tf.Tensor]:
+  """Mask, padding values and normalisation of a zero-padded batch."""
+  frames = tf.shape(batch["embedding"])[1]
+  mask = spectral.frame_mask(batch["length"], frames)
+  valid = mask[:, :, tf.newaxis] > 0
+  embedding, log_stft = batch["embedding"], batch["log_stft"]
+  if normalizer is None:
+    silence = tf.constant(spectral.LOG_SILENCE, tf.float32)
+  else:
+    embedding = normalizer.normalize_embedding(embedding)
+    log_stft = normalizer.normalize_log_stft(log_stft)
+    silence = tf.constant(normalizer.log_silence)
+  out = {
+      "embedding": tf.where(valid, embedding, 0.0),
+      "log_stft": tf.where(valid, log_stft, silence),
+      "mask": mask,
+      "length": batch["length"],
+  }
+  for key in keep:
+    out[key] = batch[key]
+  return out
+
+
+def make_dataset(data_dir: str,
+                 split: str,
+                 *,
+                 mode: str = "bucket",
+                 frames_per_batch: int = 8192,
+                 batch_size: int = 32,
+                 crop_frames: int = 128,
+                 max_buckets: Optional[int] = 32,
+                 mean_frames: Optional[int] = None,
+                 with_speaker: bool = False,
+                 with_audio: bool = False,
+                 shuffle: Optional[bool] = None,
+                 shuffle_buffer: int = 1024,
+                 repeat: bool = False,
+                 deterministic: bool = False,
+                 seed: int = 0,
+                 normalize: bool = True,
+                 num_parallel_reads: int = AUTOTUNE,
+                 cache: Union[bool, str] = False,
+                 drop_remainder: bool = False,
+                 with_frame_counts: bool = False) -> tf.data.Dataset:
+  """Batched, normalised examples of one split (see the module docstring).
+
+  Args:
+    data_dir: output of `e2s_tf.preprocess` (dataset_info.json and shards).
+    split: "train", "valid" or "test" (any split dataset_info.json lists).
+    mode: a key of `MODES`.
+    frames_per_batch: `bucket`: frame budget of a batch (batch * frames).
+    batch_size: items per batch of the fixed-size modes.
+    crop_frames: `crop`: window length in frames.
+    max_buckets: `bucket`: buckets at most, at equal steps of the train
+      length quantiles (None: the steps of dataset_info["length_quantiles"]),
+      merged until each expects a full batch per epoch
+      (`bucket_upper_bounds`).
+    mean_frames: `mean_length`: target length; None: the train split's mean.
+    with_speaker: add `speaker` [batch] int32; the dataset must have speakers.
+    with_audio: add `audio` [batch, samples] and `audio_length` [batch].
+    shuffle: shuffle shards and items; None: only for the train split.
+    shuffle_buffer: items in the shuffle buffer.
+    repeat: repeat forever.
+    deterministic: fixed element order (tf.data determinism); with `seed`,
+      shuffles and random crops are then reproducible.
+    seed: seed of the shuffles and the random windows.
+    normalize: standardise with the train-split stats; False: raw values.
+    num_parallel_reads: shards read at once.
+    cache: True caches parsed items in memory, a path caches them to a file.
+    drop_remainder: drop short batches.
+    with_frame_counts: add `source_frames` [batch] (distinct source frames
+      delivered) and `original_length` [batch] (frames of the source item);
+      used by `filler_share`.
+
+  Returns:
+    a `tf.data.Dataset` of dicts (module docstring), prefetched.
+  """
+  if mode not in MODES:
+    known = "; ".join(f"{m.name}: {m.summary}" for m in MODES.values())
+    raise ValueError(f"unknown batching mode {mode!r}; known: {known}")
+  strategy = MODES[mode]
+  source = f"{data_dir}/{records.DATASET_INFO}"
+  info = records.read_dataset_info(data_dir)
+  files = records.split_files(data_dir, split, info)
+  if not files:
+    raise ValueError(f"{source}: split {split!r} has no shards")
+  dim, bins, stft = _dims(info, source)
+  if with_speaker and not info.get("speakers"):
+    raise ValueError(f"{source}: with_speaker=True but the dataset lists no "
+                     "speakers (was the manifest without `speaker`?)")
+  if with_audio and not strategy.supports_audio:
+    raise ValueError(f"with_audio=True is not supported by mode {mode!r}: "
+                     "its repeated frames have no audio")
+  normalizer = Normalizer.from_info(info, source) if normalize else None
+  if normalizer and (normalizer.embedding_dim,
+                     normalizer.num_bins) != (dim, bins):
+    raise ValueError(
+        f"{source}: stats are for dim {normalizer.embedding_dim} and "
+        f"{normalizer.num_bins} bins, the dataset has dim {dim} and "
+        f"{bins} bins")
+  if shuffle is None:
+    shuffle = split == "train"
+
+  def parse(serialized):
+    item = records.parse_example(serialized, with_audio=with_audio)
+    # tf.debugging.Assert prints its data: the message and the item's id.
+    checks = [
+        tf.debugging.Assert(
+            tf.equal(tf.shape(item["embedding"])[1], dim),
+            [f"{source}: embedding_dim differs from embedder.dim={dim} in item",
+             item["id"]]),
+        tf.debugging.Assert(
+            tf.equal(tf.shape(item["log_stft"])[1], bins),
+            [f"{source}: num_bins differs from the stft's {bins} in item",
+             item["id"]]),
+    ]
+    if with_speaker:
+      checks.append(tf.debugging.Assert(
+          item["speaker_index"] >= 0,
+          [f"{source}: with_speaker=True but speaker_index is -1 in item",
+           item["id"]]))
+    with tf.control_dependencies(checks):
+      out = {
+          "id": tf.identity(item["id"]),
+          "length": item["length"],
+          "original_length": item["length"],
+          "source_frames": item["length"],
+          "embedding": tf.ensure_shape(item["embedding"], [None, dim]),
+          "log_stft": tf.ensure_shape(item["log_stft"], [None, bins]),
+      }
+    if with_speaker:
+      out["speaker"] = item["speaker_index"]
+    if with_audio:
+      out["audio"] = item["audio"]
+      out["audio_length"] = tf.shape(item["audio"])[0]
+    return out
+
+  shards = tf.data.Dataset.from_tensor_slices(files)
+  if shuffle:
+    shards = shards.shuffle(len(files), seed=seed)
+  items = shards.interleave(
+      tf.data.TFRecordDataset, cycle_length=num_parallel_reads,
+      num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+  items = items.map(parse, num_parallel_calls=AUTOTUNE,
+                    deterministic=deterministic)
+  if cache:
+    items = items.cache("" if cache is True else cache)
+  if shuffle:
+    items = items.shuffle(shuffle_buffer, seed=seed)
+  if repeat:
+    items = items.repeat()
+
+  ctx = _Context(data_dir=data_dir, split=split, info=info, stft=stft,
+                 batch_size=batch_size, frames_per_batch=frames_per_batch,
+                 crop_frames=crop_frames, max_buckets=max_buckets,
+                 mean_frames=mean_frames, drop_remainder=drop_remainder,
+                 with_audio=with_audio, seed=seed)
+  batches = strategy.batch(items, ctx)
+
+  keep = ["id"]
+  keep += ["speaker"] if with_speaker else []
+  keep += ["audio", "audio_length"] if with_audio else []
+  keep += ["source_frames", "original_length"] if with_frame_counts else []
+  batches = batches.map(lambda b: _finish(b, normalizer, keep),
+                        num_parallel_calls=AUTOTUNE,
+                        deterministic=deterministic)
+  options = tf.data.Options()
+  options.deterministic = deterministic
+  return batches.with_options(options).prefetch(AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------
+# Filler accounting.
+
+
+def filler_share(data_dir: str, split: str, mode: str,
+                 **kwargs) -> dict[str, Any]:
+  """Runs one epoch of `mode` and counts what its batches are made of.
+
+  Args:
+    data_dir, split, mode: as for `make_dataset`.
+    **kwargs: further `make_dataset` arguments (not `repeat`).
+
+  Returns:
+    dict: `mode`, `num_batches`, `num_items`, `delivered_frames` (all frame
+    slots of all batches: batch * frames), `real_frames` (distinct source
+    frames delivered), `filler_frames` (padding and repeated frames),
+    `filler_share` (= filler / delivered), `source_frames` (frames of the
+    items read), `discarded_frames` (source frames never delivered: crops),
+    `discarded_share` (= discarded / source), `mean_batch_size`.
+  """
+  if kwargs.get("repeat"):
+    raise ValueError("filler_share runs one epoch: repeat must be False")
+  kwargs.update(repeat=False, with_frame_counts=True, with_audio=False,
+                normalize=False)
+  ds = make_dataset(data_dir, split, mode=mode, **kwargs)
+  batches = items = delivered = real = source = 0
+  for batch in ds.as_numpy_iterator():
+    b, t = batch["mask"].shape
+    batches += 1
+    items += b
+    delivered += b * t
+    real += int(batch["source_frames"].sum())
+    source += int(batch["original_length"].sum())
+  filler = delivered - real
+  discarded = source - real
+  return {
+      "mode": mode,
+      "num_batches": batches,
+      "num_items": items,
+      "delivered_frames": delivered,
+      "real_frames": real,
+      "filler_frames": filler,
+      "filler_share": filler / delivered if delivered else 0.0,
+      "source_frames": source,
+      "discarded_frames": discarded,
+      "discarded_share": discarded / source if source else 0.0,
+      "mean_batch_size": items / batches if batches else 0.0,
+  }

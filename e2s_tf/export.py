@@ -1,0 +1,36 @@
+r"""Exports a trained decoder (latest checkpoint) as a SavedModel.
+
+    python -m e2s_tf.export --workdir=runs/multiscale --export_dir=exports/multiscale
+"""
+
+import os
+
+from absl import app
+from absl import flags
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from e2s_tf import export_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.",
+                               required=True)
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Where to write.",
+                                  required=True)
+_GL_ITERATIONS = flags.DEFINE_integer(
+    "griffin_lim_iterations", export_lib.GRIFFIN_LIM_ITERATIONS,
+    "Griffin-Lim iterations of the waveform endpoint.")
+
+
+def main(argv):
+  del argv
+  try:
+    meta = export_lib.export(_WORKDIR.value, _EXPORT_DIR.value,
+                             _GL_ITERATIONS.value)
+  except (FileNotFoundError, ValueError) as e:
+    raise SystemExit(f"export: error: {e}") from None
+  print(f"exported {meta['model']['name']} ({meta['embedder']['name']}, "
+        f"dim {meta['embedding_dim']}) to {_EXPORT_DIR.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

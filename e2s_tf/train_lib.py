@@ -1,0 +1,391 @@
+"""The training loop: data, model, checkpoints and resume, TensorBoard, profiling.
+
+`train(config, data_dir, workdir)` trains the model of `config.model.name`
+on `data_dir` (an output of e2s_tf.preprocess). The same call on the same
+workdir resumes at the last checkpoint with the optimiser state and the data
+position, so a run of 5 steps then 5 more equals 10 straight (with
+`config.data.deterministic`).
+
+Workdir layout:
+    config.json           the resolved config
+    dataset_info.json     the dataset's (normalisation stats, grid, embedder)
+    checkpoints/          ckpt-<step>, the last `keep_checkpoints`
+    train/ valid/         TensorBoard events (profile traces under train/plugins/profile)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+import keras
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from e2s_tf import data as data_lib
+from e2s_tf import metrics as metrics_lib
+from e2s_tf import models
+from e2s_tf import records
+from e2s_tf import spectral
+from e2s_tf import summaries
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+# Batch keys the train step consumes (others, such as `id`, stay outside).
+STEP_KEYS = ("embedding", "log_stft", "mask", "length", "speaker")
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (e.g. a non-finite loss)."""
+
+
+def resolve_config(config: ml_collections.ConfigDict,
+                   info: dict[str, Any]) -> ml_collections.ConfigDict:
+  """Fills the data-dependent fields of `config` from dataset_info."""
+  config = ml_collections.ConfigDict(config.to_dict())  # an unlocked copy
+  config.data.embedding_dim = int(info["embedder"]["dim"])
+  config.data.num_bins = spectral.StftConfig.from_dict(info["stft"]).num_bins
+  conditioning = config.model.get("speaker_conditioning", "none")
+  if conditioning != "none":
+    if not info.get("speakers"):
+      raise ValueError(f"speaker_conditioning={conditioning!r} needs a dataset "
+                       "with speakers; this one has none")
+    config.model.num_speakers = len(info["speakers"])
+    config.data.with_speaker = True
+  return config
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=1, sort_keys=True, default=list)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  with open(os.path.join(workdir, CONFIG_FILE)) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def _learning_rate(config, peak):
+  t = config.train
+  warmup = min(t.warmup_steps, max(t.num_steps - 1, 0))
+  return keras.optimizers.schedules.CosineDecay(
+      initial_learning_rate=0.0 if warmup else peak,
+      decay_steps=max(t.num_steps - warmup, 1), alpha=t.final_lr_fraction,
+      warmup_target=peak if warmup else None, warmup_steps=warmup)
+
+
+def _adam(config, peak):
+  t = config.train
+  return keras.optimizers.Adam(
+      learning_rate=_learning_rate(config, peak), beta_1=t.adam_b1,
+      beta_2=t.adam_b2, global_clipnorm=t.clip_norm or None)
+
+
+def build_model(config: ml_collections.ConfigDict, info: dict[str, Any],
+                compile_model: bool = True) -> keras.Model:
+  """Builds (and compiles) the model of a resolved config."""
+  stats = info["stats"]
+  model = models.build(config.model.name, config,
+                       np.asarray(stats["log_stft_mean"], np.float32),
+                       np.asarray(stats["log_stft_std"], np.float32))
+  if compile_model:
+    loss = dict(config.loss.to_dict(),
+                stft_config=spectral.StftConfig.from_dict(info["stft"]))
+    roles = getattr(model, "optimizer_roles", ("optimizer",))
+    if roles == ("optimizer",):
+      model.compile(_adam(config, config.train.learning_rate), **loss)
+    else:
+      model.compile(_adam(config, config.train.learning_rate),
+                    _adam(config, config.train.d_learning_rate), **loss)
+  return model
+
+
+def _optimizers(model) -> dict[str, Any]:
+  roles = getattr(model, "optimizer_roles", ("optimizer",))
+  if roles == ("optimizer",):
+    return {"optimizer": model.optimizer}
+  return {"g_optimizer": model.g_optimizer, "d_optimizer": model.d_optimizer}
+
+
+def _network(model):
+  return getattr(model, "network", None) or getattr(model, "generator")
+
+
+def _make_train_data(config, data_dir, epoch):
+  d = config.data
+  return data_lib.make_dataset(
+      data_dir, "train", mode=d.mode, frames_per_batch=d.frames_per_batch,
+      batch_size=d.batch_size, crop_frames=d.crop_frames,
+      with_speaker=d.with_speaker, shuffle=True,
+      shuffle_buffer=d.shuffle_buffer, repeat=False,
+      deterministic=d.deterministic, seed=config.train.seed * 1000 + epoch)
+
+
+def _make_eval_data(config, data_dir, split="valid", with_audio=False):
+  d = config.data
+  return data_lib.make_dataset(
+      data_dir, split, mode="bucket", frames_per_batch=d.frames_per_batch,
+      with_speaker=d.with_speaker, shuffle=False, deterministic=True,
+      with_audio=with_audio)
+
+
+def _step_inputs(batch):
+  return {k: v for k, v in batch.items() if k in STEP_KEYS}
+
+
+def _fmt(values: dict[str, float]) -> str:
+  return " ".join(f"{k}={v:.4f}" for k, v in values.items())
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _Evaluator:
+  """Validation losses, metrics and summaries of fixed items."""
+
+  def __init__(self, config, data_dir, info, model, step_fn):
+    self.config = config
+    self.info = info
+    self.model = model
+    self.stft = spectral.StftConfig.from_dict(info["stft"])
+    self.normalizer = data_lib.Normalizer.from_info(info)
+    self.step_fn = step_fn
+    self.available = "valid" in info["splits"] and info["splits"]["valid"][
+        "num_examples"] > 0
+    if not self.available:
+      return
+    self.dataset = _make_eval_data(config, data_dir)
+    # A few fixed items for images and audio, each kept as a batch of one.
+    self.fixed = []
+    for batch in self.dataset:
+      for b in range(int(batch["length"].shape[0])):
+        if len(self.fixed) < config.train.summary_items:
+          n = int(batch["length"][b])
+          self.fixed.append({k: v[b:b + 1, :n] if v.shape.rank > 1 else
+                             v[b:b + 1] for k, v in _step_inputs(batch).items()})
+      if len(self.fixed) >= config.train.summary_items:
+        break
+
+  def run(self, step: int, writer) -> dict[str, float]:
+    if not self.available:
+      return {}
+    self.model.reset_metrics()
+    values = {}
+    lsd = []
+    for i, batch in enumerate(self.dataset):
+      if self.config.train.eval_batches and i >= self.config.train.eval_batches:
+        break
+      values = {k: float(v) for k, v in self.step_fn(_step_inputs(batch)).items()}
+      pred = _network(self.model)(batch["embedding"], batch["mask"],
+                                  batch.get("speaker"), training=False)
+      target = self.normalizer.denormalize_log_stft(batch["log_stft"])
+      pred = self.normalizer.denormalize_log_stft(pred)
+      for b in range(int(batch["length"].shape[0])):
+        n = int(batch["length"][b])
+        lsd.append(metrics_lib.lsd_db_from_log(target[b, :n].numpy(),
+                                               pred[b, :n].numpy()))
+    values["lsd_db"] = float(np.mean(lsd)) if lsd else float("nan")
+    self.model.reset_metrics()
+    with writer.as_default():
+      for k, v in values.items():
+        tf.summary.scalar(f"losses/{k}" if k != "lsd_db" else "metrics/lsd_db",
+                          v, step=step)
+      self._write_items(step)
+    writer.flush()
+    return values
+
+  def _write_items(self, step):
+    targets, predictions, waveforms = [], [], []
+    for item in self.fixed:
+      pred = _network(self.model)(item["embedding"], item["mask"],
+                                  item.get("speaker"), training=False)
+      targets.append(self.normalizer.denormalize_log_stft(
+          item["log_stft"]).numpy()[0])
+      predictions.append(self.normalizer.denormalize_log_stft(pred).numpy()[0])
+      audio, _ = spectral.griffin_lim(
+          np.exp(predictions[-1])[None], None, self.stft,
+          num_iterations=self.config.train.griffin_lim_iterations)
+      waveforms.append(audio.numpy()[0])
+    summaries.write_spectrograms("spectrogram", targets, predictions, step)
+    summaries.write_audio("griffin_lim", waveforms, self.stft.sample_rate, step)
+
+
+def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
+          profile_steps: Optional[Sequence[int]] = None,
+          log=print) -> dict[str, float]:
+  """Trains (or resumes) up to `config.train.num_steps`; returns last metrics.
+
+  Raises:
+    TrainingError: on a non-finite loss (the last good checkpoint is kept).
+  """
+  info = records.read_dataset_info(data_dir)
+  config = resolve_config(config, info)
+  os.makedirs(workdir, exist_ok=True)
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(config_path):
+    old = load_config(workdir)
+    if old.model.to_dict() != ml_collections.ConfigDict(
+        json.loads(config_to_json(config))).model.to_dict():
+      raise ValueError(
+          f"{workdir} holds a run of another model configuration; resume it "
+          "with the same config or use another --workdir")
+  with open(config_path + ".tmp", "w") as f:
+    f.write(config_to_json(config))
+  os.replace(config_path + ".tmp", config_path)
+  shutil.copyfile(os.path.join(data_dir, records.DATASET_INFO),
+                  os.path.join(workdir, records.DATASET_INFO))
+
+  keras.utils.set_random_seed(config.train.seed)
+  keras.mixed_precision.set_global_policy(config.train.precision)
+  try:
+    model = build_model(config, info)
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+
+  step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+  epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+  position = tf.Variable(0, dtype=tf.int64, trainable=False, name="position")
+  ckpt = tf.train.Checkpoint(model=model, step=step, epoch=epoch,
+                             position=position, **_optimizers(model))
+  manager = tf.train.CheckpointManager(
+      ckpt, os.path.join(workdir, CHECKPOINT_DIR),
+      max_to_keep=config.train.keep_checkpoints)
+  if manager.latest_checkpoint:
+    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    log(f"resumed from {manager.latest_checkpoint} at step {int(step)}")
+
+  # The input signature keeps one trace for every batch shape.
+  spec = {k: v for k, v in _make_train_data(config, data_dir, 0).element_spec
+          .items() if k in STEP_KEYS}
+  train_step = tf.function(model.train_step, input_signature=[spec],
+                           jit_compile=config.train.jit_compile)
+  eval_step = tf.function(model.test_step, input_signature=[spec])
+
+  writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
+  valid_writer = tf.summary.create_file_writer(os.path.join(workdir, "valid"))
+  if int(step) == 0:
+    with writer.as_default():
+      summaries.write_config(config_to_json(config))
+  evaluator = _Evaluator(config, data_dir, info, model, eval_step)
+
+  num_steps = config.train.num_steps
+  profile = tuple(profile_steps or ())
+  if profile and (len(profile) != 2 or profile[0] >= profile[1]):
+    raise ValueError(f"profile_steps must be A,B with A < B, got {profile}")
+  start_time = time.time()
+  start_step = int(step)
+  last_log_time, last_log_step = start_time, start_step
+  frames_since_log = 0
+  values: dict[str, float] = {}
+  last_valid: dict[str, float] = {}
+  profiling = False
+  deadline = (start_time + 60.0 * config.train.max_minutes
+              if config.train.max_minutes else None)
+  optimizer = _optimizers(model)
+  lr_schedule = next(iter(optimizer.values())).learning_rate
+
+  def save():
+    manager.save(checkpoint_number=int(step))
+
+  while int(step) < num_steps:
+    dataset = _make_train_data(config, data_dir, int(epoch))
+    if int(position):
+      dataset = dataset.skip(int(position))
+    got_batch = False
+    for batch in dataset:
+      got_batch = True
+      s = int(step)
+      if profile and s == profile[0]:
+        tf.profiler.experimental.start(os.path.join(workdir, "train"))
+        profiling = True
+      with tf.profiler.experimental.Trace("train", step_num=s, _r=1):
+        out = train_step(_step_inputs(batch))
+      values = {k: float(v) for k, v in out.items()}
+      if not all(math.isfinite(v) for v in values.values()):
+        if profiling:
+          tf.profiler.experimental.stop()
+        raise TrainingError(
+            f"non-finite loss at step {s + 1}: {_fmt(values)}; stopped. The "
+            f"last good checkpoint ({manager.latest_checkpoint or 'none'}) is "
+            "kept: lower config.train.learning_rate or check the data, then "
+            "re-run to resume from it")
+      step.assign_add(1)
+      position.assign_add(1)
+      frames_since_log += int(tf.reduce_sum(batch["length"]))
+      s = int(step)
+      if profiling and s >= profile[1]:
+        tf.profiler.experimental.stop()
+        profiling = False
+        log(f"profiler trace of steps {profile[0]}-{profile[1]} written under "
+            f"{workdir}/train/plugins/profile")
+      if s % config.train.log_every == 0 or s == num_steps:
+        now = time.time()
+        rate = (s - last_log_step) / max(now - last_log_time, 1e-9)
+        fps = frames_since_log / max(now - last_log_time, 1e-9)
+        left = (num_steps - s) / max(rate, 1e-9)
+        lr = float(lr_schedule(s)) if callable(lr_schedule) else float(
+            lr_schedule)
+        with writer.as_default():
+          for k, v in values.items():
+            tf.summary.scalar(f"losses/{k}", v, step=s)
+          tf.summary.scalar("learning_rate", lr, step=s)
+          tf.summary.scalar("steps_per_sec", rate, step=s)
+          tf.summary.scalar("frames_per_sec", fps, step=s)
+        log(f"step {s}/{num_steps} {_fmt(values)} lr={lr:.2e} "
+            f"{rate:.2f} steps/s {fps:.0f} frames/s left {_duration(left)}")
+        last_log_time, last_log_step, frames_since_log = now, s, 0
+        model.reset_metrics()
+      if s % config.train.eval_every == 0 or s == num_steps:
+        last_valid = evaluator.run(s, valid_writer)
+        if last_valid:
+          log(f"valid step {s}: {_fmt(last_valid)}")
+      if s % config.train.checkpoint_every == 0 or s == num_steps:
+        save()
+      if s >= num_steps:
+        break
+      if deadline and time.time() > deadline:
+        log(f"stopping at step {s}: config.train.max_minutes reached")
+        save()
+        num_steps = s
+        break
+    else:
+      if not got_batch:
+        raise TrainingError(f"{data_dir}: the train split yields no batch")
+      epoch.assign_add(1)
+      position.assign(0)
+  if profiling:
+    tf.profiler.experimental.stop()
+  if manager.latest_checkpoint is None or (
+      int(manager.latest_checkpoint.rsplit("-", 1)[-1]) != int(step)):
+    save()
+  writer.flush()
+  valid_writer.flush()
+  total = time.time() - start_time
+  log(f"done: step {int(step)} in {_duration(total)} "
+      f"({(int(step) - start_step) / max(total, 1e-9):.2f} steps/s); "
+      f"checkpoints in {manager.directory}")
+  return {**values, **{f"valid_{k}": v for k, v in last_valid.items()}}
+
+
+def restore_network(workdir: str) -> tuple[keras.Model, ml_collections.ConfigDict,
+                                           dict[str, Any]]:
+  """The trained inference network of a workdir, at its latest checkpoint."""
+  config = load_config(workdir)
+  with open(os.path.join(workdir, records.DATASET_INFO)) as f:
+    info = json.load(f)
+  model = build_model(config, info)
+  ckpt = tf.train.Checkpoint(model=model)
+  latest = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
+  if latest is None:
+    raise FileNotFoundError(f"{workdir}: no checkpoint; train first")
+  ckpt.restore(latest).expect_partial().assert_existing_objects_matched()
+  return _network(model), config, info

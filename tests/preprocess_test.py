@@ -1,0 +1,307 @@
+"""Preprocessing end to end on a tiny real espeak-ng corpus."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import tensorflow as tf
+
+from e2s_tf import audio as audio_lib
+from e2s_tf import corpus
+from e2s_tf import preprocess_lib
+from e2s_tf import records
+from e2s_tf import spectral
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = spectral.StftConfig()
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+  out = tmp_path_factory.mktemp("corpus")
+  manifest = corpus.make_corpus(str(out), speakers=3, utterances=2, seed=0,
+                                progress=False)
+  return manifest
+
+
+def _assert_same_log_stft(stored, reference):
+  """Equal to float32 precision: the logs where |X| > 1e-3, the magnitudes
+  everywhere to 1e-6 of the frame's norm (float32 FFT rounding scales with
+  the frame's energy, which moves the log of bins near the 1e-5 floor)."""
+  assert stored.shape == reference.shape
+  loud = reference > np.log(1e-3)
+  np.testing.assert_allclose(stored[loud], reference[loud], atol=2e-3)
+  err = np.abs(np.exp(stored) - np.exp(reference))
+  frame_norm = np.linalg.norm(np.exp(reference), axis=1, keepdims=True)
+  assert np.all(err <= 1e-6 * (1.0 + frame_norm)), err.max()
+
+
+def _read_split(data_dir, split):
+  files = records.split_files(data_dir, split)
+  out = {}
+  for raw in tf.data.TFRecordDataset(files):
+    ex = records.parse_example(raw, with_audio=True)
+    out[ex["id"].numpy().decode()] = {k: v.numpy() for k, v in ex.items()}
+  return out
+
+
+@pytest.fixture(scope="module")
+def logmel_data(tiny_corpus, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("tfrecords"))
+  info = preprocess_lib.run_preprocess(
+      tiny_corpus, out, "logmel", split_by="speaker", valid_fraction=0.34,
+      test_fraction=0.34, seed=0, num_workers=1, progress=False)
+  return out, info
+
+
+def test_speaker_split_holds_out_whole_speakers(logmel_data):
+  data_dir, info = logmel_data
+  speakers = {}
+  for split in records.SPLITS:
+    for ex in _read_split(data_dir, split).values():
+      speakers.setdefault(ex["speaker"].decode(), set()).add(split)
+  assert len(speakers) == 3
+  assert all(len(s) == 1 for s in speakers.values()), speakers
+  assert info["speakers"] == sorted(speakers)
+  assert {s: info["splits"][s]["num_examples"] for s in records.SPLITS} == {
+      "train": 2, "valid": 2, "test": 2}
+
+
+def test_stored_log_stft_equals_numpy_recomputation(logmel_data, tiny_corpus):
+  data_dir, info = logmel_data
+  assert info["stft"] == CONFIG.to_dict()
+  items = {it["id"]: it for it in corpus.read_manifest(tiny_corpus)}
+  for split in records.SPLITS:
+    for item_id, ex in _read_split(data_dir, split).items():
+      t = int(ex["length"])
+      assert ex["log_stft"].shape == (t, CONFIG.num_bins)
+      assert ex["embedding"].shape == (t, 64)
+      assert ex["audio"].shape == (CONFIG.num_samples(t),)
+      _assert_same_log_stft(ex["log_stft"], spectral.numpy_log_stft(ex["audio"]))
+      # The stored audio is the decoded file, cut to the samples the frames
+      # cover.
+      source = audio_lib.load_audio(items[item_id]["audio"], CONFIG.sample_rate)
+      assert t == CONFIG.num_frames(source.shape[0])
+      np.testing.assert_allclose(ex["audio"], source[:ex["audio"].shape[0]],
+                                 atol=1e-6)
+
+
+def test_statistics_are_those_of_the_train_split(logmel_data):
+  data_dir, info = logmel_data
+  train = _read_split(data_dir, "train")
+  stft = np.concatenate([e["log_stft"] for e in train.values()]).astype(
+      np.float64)
+  emb = np.concatenate([e["embedding"] for e in train.values()]).astype(
+      np.float64)
+  stats = info["stats"]
+  np.testing.assert_allclose(stats["log_stft_mean"], stft.mean(0), atol=1e-4)
+  np.testing.assert_allclose(stats["log_stft_std"],
+                             np.maximum(stft.std(0), 1e-3), atol=1e-3)
+  np.testing.assert_allclose(stats["embedding_mean"], emb.mean(0), atol=1e-4)
+  np.testing.assert_allclose(stats["embedding_std"],
+                             np.maximum(emb.std(0), 1e-3), atol=1e-3)
+  lengths = sorted(int(e["length"]) for e in train.values())
+  q = info["length_quantiles"]["train"]
+  assert q["0.0"] == lengths[0] and q["1.0"] == lengths[-1]
+  assert info["splits"]["train"]["num_frames"] == sum(lengths)
+  assert info["embedder"]["name"] == "logmel" and info["embedder"]["dim"] == 64
+  assert info["rejected"]["count"] == 0 and info["trimmed"]["count"] == 0
+
+
+def test_utterance_split_is_deterministic_for_a_seed(tiny_corpus):
+  items = corpus.read_manifest(tiny_corpus)
+  a = preprocess_lib.assign_splits(items, "utterance", 0.2, 0.2, seed=3)
+  b = preprocess_lib.assign_splits(items, "utterance", 0.2, 0.2, seed=3)
+  c = preprocess_lib.assign_splits(items, "utterance", 0.2, 0.2, seed=4)
+  assert a == b
+  assert sorted(a.values()).count("test") == 1
+  assert a != c or len(items) < 3
+
+
+def test_rerun_skips_and_changed_settings_need_overwrite(logmel_data,
+                                                         tiny_corpus):
+  data_dir, info = logmel_data
+  shard = os.path.join(data_dir, info["splits"]["train"]["files"][0])
+  before = os.stat(shard).st_mtime_ns
+  again = preprocess_lib.run_preprocess(
+      tiny_corpus, data_dir, "logmel", split_by="speaker", valid_fraction=0.34,
+      test_fraction=0.34, seed=0, num_workers=1, progress=False)
+  assert again == info
+  assert os.stat(shard).st_mtime_ns == before
+  with pytest.raises(preprocess_lib.PreprocessError, match="overwrite"):
+    preprocess_lib.run_preprocess(tiny_corpus, data_dir, "mfcc",
+                                  num_workers=1, progress=False,
+                                  valid_fraction=0.34, test_fraction=0.34)
+
+
+def test_interrupted_run_leaves_nothing_that_looks_whole(tiny_corpus, tmp_path):
+  out = tmp_path / "data"
+  out.mkdir()
+  # What an interrupted run leaves: a temporary shard and no dataset_info.
+  (out / "train-00000-of-00001.tfrecord.tmp").write_bytes(b"partial")
+  (out / "train-00000-of-00009.tfrecord").write_bytes(b"stale")
+  preprocess_lib.run_preprocess(tiny_corpus, str(out), "mfcc",
+                                split_by="utterance", valid_fraction=0.2,
+                                test_fraction=0.2, num_workers=1,
+                                progress=False)
+  names = sorted(os.listdir(out))
+  assert not [n for n in names if n.endswith(".tmp")]
+  assert "train-00000-of-00009.tfrecord" not in names
+  info = records.read_dataset_info(str(out))
+  listed = {f for s in info["splits"].values() for f in s["files"]}
+  assert listed == {n for n in names if n.endswith(".tfrecord")}
+  assert info["embedder"]["name"] == "mfcc"
+
+
+def _write_npy_case(tmp_path, tiny_corpus):
+  """A manifest of good npy items plus one bad item of every kind."""
+  from e2s_tf import embedders  # pylint: disable=g-import-not-at-top
+  logmel = embedders.get_embedder("logmel", CONFIG)
+  items = corpus.read_manifest(tiny_corpus)
+  lines, expected = [], {}
+  for it in items:
+    wav = audio_lib.load_audio(it["audio"], CONFIG.sample_rate)
+    emb = logmel.embed(wav, it)
+    path = tmp_path / f"{it['id']}.npy"
+    np.save(path, emb)
+    lines.append(dict(id=it["id"], audio=it["audio"], speaker=it["speaker"],
+                      embedding=str(path)))
+  good = items[0]
+  wav = audio_lib.load_audio(good["audio"], CONFIG.sample_rate)
+  emb = logmel.embed(wav, good)
+
+  def add(item_id, reason, audio=None, embedding=None):
+    p = tmp_path / f"{item_id}.npy"
+    if embedding is not None:
+      np.save(p, embedding)
+    lines.append(dict(id=item_id, audio=audio or good["audio"], speaker="x",
+                      embedding=str(p)))
+    expected[item_id] = reason
+
+  add("missing", "missing_audio", audio=str(tmp_path / "nope.wav"),
+      embedding=emb)
+  (tmp_path / "garbage.wav").write_bytes(b"RIFF....not audio at all" * 10)
+  add("unreadable", "unreadable_audio", audio=str(tmp_path / "garbage.wav"),
+      embedding=emb)
+  sf.write(tmp_path / "empty.wav", np.zeros(0, np.int16), 16000)
+  add("empty", "empty_audio", audio=str(tmp_path / "empty.wav"), embedding=emb)
+  sf.write(tmp_path / "short.wav", np.ones(300, np.int16) * 100, 16000)
+  add("short", "too_short", audio=str(tmp_path / "short.wav"), embedding=emb)
+  bad = emb.copy()
+  bad[3, 5] = np.nan
+  add("nan_embedding", "non_finite", embedding=bad)
+  nan_wav = wav.copy()
+  nan_wav[100] = np.inf
+  sf.write(tmp_path / "inf.wav", nan_wav, 16000, subtype="FLOAT")
+  add("inf_audio", "non_finite", audio=str(tmp_path / "inf.wav"),
+      embedding=emb)
+  add("wrong_dim", "wrong_dimension", embedding=emb[:, :32])
+  add("mismatch", "length_mismatch",
+      embedding=np.concatenate([emb, emb[:5]]))
+  # Within tolerance: trimmed and counted, not rejected.
+  lines.append(dict(id="trim2", audio=good["audio"], speaker=good["speaker"],
+                    embedding=str(tmp_path / "trim2.npy")))
+  np.save(tmp_path / "trim2.npy", np.concatenate([emb, emb[:2]]))
+  manifest = tmp_path / "manifest.jsonl"
+  manifest.write_text("".join(json.dumps(l) + "\n" for l in lines))
+  return str(manifest), expected, [it["id"] for it in items] + ["trim2"]
+
+
+def test_rejected_report_catches_every_bad_item(tiny_corpus, tmp_path):
+  manifest, expected, good_ids = _write_npy_case(tmp_path, tiny_corpus)
+  out = str(tmp_path / "out")
+  info = preprocess_lib.run_preprocess(
+      manifest, out, "npy", split_by="utterance", valid_fraction=0.0,
+      test_fraction=0.0, frame_tolerance=3, num_workers=2, progress=False,
+      max_rejected_fraction=0.9)
+  with open(os.path.join(out, records.REJECTED_REPORT)) as f:
+    report = {r["id"]: r for r in map(json.loads, f)}
+  assert {k: v["reason"] for k, v in report.items()} == expected
+  assert all(v["detail"] for v in report.values())
+  assert info["rejected"]["count"] == len(expected)
+  assert sum(info["rejected"]["by_reason"].values()) == len(expected)
+  assert info["trimmed"] == {"count": 1, "frames": 2}
+  stored = _read_split(out, "train")
+  assert sorted(stored) == sorted(good_ids)
+  assert stored["trim2"]["length"] == stored[good_ids[0]]["length"]
+
+
+def test_fails_when_too_much_is_rejected(tiny_corpus, tmp_path):
+  manifest, expected, _ = _write_npy_case(tmp_path, tiny_corpus)
+  out = tmp_path / "out"
+  with pytest.raises(preprocess_lib.PreprocessError, match="rejected"):
+    preprocess_lib.run_preprocess(
+        manifest, str(out), "npy", split_by="utterance", valid_fraction=0.0,
+        test_fraction=0.0, num_workers=1, progress=False,
+        max_rejected_fraction=0.2)
+  # The report is there, and no shard looks complete.
+  assert os.path.exists(out / records.REJECTED_REPORT)
+  assert not glob.glob(str(out / "*.tfrecord")) and not os.path.exists(
+      out / records.DATASET_INFO)
+
+
+def _save_embedder(path):
+  """A real SavedModel embedder: frames on the grid, a fixed projection."""
+  from e2s_tf.embedders import savedmodel  # pylint: disable=g-import-not-at-top
+  proj = np.random.default_rng(0).standard_normal(
+      (CONFIG.frame_length, 16)).astype(np.float32) * 0.05
+
+  class Embed(tf.Module):
+
+    def __init__(self):
+      super().__init__()
+      self.proj = tf.Variable(proj)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    def __call__(self, waveform):
+      frames = tf.signal.frame(waveform, CONFIG.frame_length, CONFIG.frame_step)
+      return {"embedding": tf.tanh(tf.einsum("btn,nd->btd", frames,
+                                             self.proj))}
+
+  module = Embed()
+  tf.saved_model.save(module, path,
+                      signatures={"serving_default": module.__call__})
+  savedmodel.write_embedder_json(path, 16, _grid())
+  return proj
+
+
+def _grid():
+  from e2s_tf.embedders import base  # pylint: disable=g-import-not-at-top
+  return base.Grid.from_stft(CONFIG)
+
+
+def test_preprocess_through_a_savedmodel_embedder(tiny_corpus, tmp_path):
+  path = str(tmp_path / "embedder")
+  proj = _save_embedder(path)
+  out = str(tmp_path / "out")
+  info = preprocess_lib.run_preprocess(
+      tiny_corpus, out, "savedmodel:" + path, split_by="utterance",
+      valid_fraction=0.0, test_fraction=0.0, num_workers=1, progress=False)
+  assert info["embedder"]["dim"] == 16
+  for ex in _read_split(out, "train").values():
+    a = ex["audio"]
+    t = int(ex["length"])
+    idx = (np.arange(t)[:, None] * CONFIG.frame_step +
+           np.arange(CONFIG.frame_length)[None])
+    np.testing.assert_allclose(ex["embedding"], np.tanh(a[idx] @ proj),
+                               atol=1e-4)
+
+
+def test_cli_runs_end_to_end(tiny_corpus, tmp_path):
+  out = tmp_path / "cli"
+  cmd = [sys.executable, "-m", "e2s_tf.preprocess", f"--manifest={tiny_corpus}",
+         f"--out_dir={out}", "--embedder=logmel", "--split_by=utterance",
+         "--valid_fraction=0.2", "--test_fraction=0.2", "--num_workers=1"]
+  run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert "wrote 6 examples" in run.stdout
+  bad = subprocess.run(cmd[:4] + [f"--out_dir={tmp_path / 'x'}",
+                                  "--embedder=nonsense"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and "nonsense" in bad.stderr

@@ -1,0 +1,220 @@
+"""Training, resume, NaN stop, summaries, profiling, export and reload."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import testing as testing_config
+from e2s_tf import export_lib
+from e2s_tf import records
+from e2s_tf import spectral
+from e2s_tf import train_lib
+from tests import data_testlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = ("cnn", "multiscale", "gan")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  out = tmp_path_factory.mktemp("data")
+  rng = np.random.default_rng(0)
+  data_testlib.write_tiny_dataset(
+      out, {"train": [int(n) for n in rng.integers(20, 60, 12)],
+            "valid": [25, 40, 33], "test": [30, 22]},
+      dim=8, bins=spectral.DEFAULT.num_bins, speakers=3)
+  return str(out)
+
+
+def _config(model, **overrides):
+  config = testing_config.get_config(model)
+  config.data.deterministic = True
+  for key, value in overrides.items():
+    section, field = key.split(".")
+    config[section][field] = value
+  return config
+
+
+def _tags(logdir):
+  tags = set()
+  for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags.add(value.tag)
+  return tags
+
+
+def _weights(model):
+  return [v.numpy() for v in train_lib._network(model).weights]  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_trains_checkpoints_and_writes_summaries(model, data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  lines = []
+  out = train_lib.train(_config(model), data_dir, workdir, log=lines.append)
+  assert all(np.isfinite(v) for v in out.values())
+  assert "valid_lsd_db" in out and out["valid_lsd_db"] > 0
+  ckpts = tf.train.get_checkpoint_state(os.path.join(workdir, "checkpoints"))
+  # Every 3 steps of 6, keeping 2.
+  assert [os.path.basename(p) for p in ckpts.all_model_checkpoint_paths] == [
+      "ckpt-3", "ckpt-6"]
+  with open(os.path.join(workdir, "config.json")) as f:
+    saved = json.load(f)
+  assert saved["model"]["name"] == model and saved["data"]["embedding_dim"] == 8
+  train_tags = _tags(os.path.join(workdir, "train"))
+  assert {"losses/loss", "learning_rate", "steps_per_sec", "config"} <= train_tags
+  valid_tags = _tags(os.path.join(workdir, "valid"))
+  assert {"losses/loss", "metrics/lsd_db", "spectrogram/0", "spectrogram/1",
+          "griffin_lim/0"} <= valid_tags
+  assert any("steps/s" in l and "left" in l for l in lines)
+  if model == "gan":
+    assert {"losses/d_loss", "losses/g_adversarial"} & train_tags
+
+
+@pytest.mark.parametrize("model", ["cnn", "gan"])
+def test_resume_matches_a_straight_run(model, data_dir, tmp_path):
+  kwargs = {"train.num_steps": 10, "train.checkpoint_every": 5,
+            "train.eval_every": 100, "train.log_every": 5}
+  straight = str(tmp_path / "straight")
+  train_lib.train(_config(model, **kwargs), data_dir, straight, log=id)
+  resumed = str(tmp_path / "resumed")
+  train_lib.train(_config(model, **dict(kwargs, **{"train.num_steps": 5})),
+                  data_dir, resumed, log=id)
+  lines = []
+  train_lib.train(_config(model, **kwargs), data_dir, resumed,
+                  log=lines.append)
+  assert any("resumed" in l and "step 5" in l for l in lines)
+  a, _, _ = train_lib.restore_network(straight)
+  b, _, _ = train_lib.restore_network(resumed)
+  for x, y in zip(a.weights, b.weights):
+    np.testing.assert_allclose(x.numpy(), y.numpy(), atol=1e-5, rtol=1e-4)
+  # And the weights did move: training happened.
+  fresh = train_lib.build_model(*_resolved(model, data_dir))
+  moved = [np.abs(x.numpy() - y.numpy()).max()
+           for x, y in zip(a.weights, train_lib._network(fresh).weights)]  # pylint: disable=protected-access
+  assert max(moved) > 1e-3
+
+
+def _resolved(model, data_dir):
+  info = records.read_dataset_info(data_dir)
+  return train_lib.resolve_config(_config(model), info), info
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir,
+                                                                  tmp_path):
+  workdir = str(tmp_path / "w")
+  config = _config("cnn", **{"train.learning_rate": 1e12,
+                             "train.clip_norm": 0.0, "train.warmup_steps": 0,
+                             "train.checkpoint_every": 1,
+                             "train.num_steps": 50})
+  with pytest.raises(train_lib.TrainingError, match="non-finite loss"):
+    train_lib.train(config, data_dir, workdir, log=id)
+  network, _, _ = train_lib.restore_network(workdir)
+  assert all(np.all(np.isfinite(w.numpy())) for w in network.weights)
+
+
+def test_profile_trace_is_written(data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  train_lib.train(_config("cnn"), data_dir, workdir, profile_steps=(2, 4),
+                  log=id)
+  traces = glob.glob(os.path.join(workdir, "train", "plugins", "profile", "*",
+                                  "*.xplane.pb"))
+  assert traces, "no profiler trace"
+
+
+def test_speaker_conditioned_training(data_dir, tmp_path):
+  config = _config("multiscale")
+  config.model.speaker_conditioning = "film"
+  workdir = str(tmp_path / "w")
+  train_lib.train(config, data_dir, workdir, log=id)
+  network, resolved, _ = train_lib.restore_network(workdir)
+  assert resolved.model.num_speakers == 3 and resolved.data.with_speaker
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_export_reloads_without_the_project(model, data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  config = _config(model, **{"train.num_steps": 3, "train.eval_every": 100})
+  if model == "multiscale":
+    config.model.speaker_conditioning = "concat"
+  train_lib.train(config, data_dir, workdir, log=id)
+  export_dir = str(tmp_path / "export")
+  meta = export_lib.export(workdir, export_dir, griffin_lim_iterations=4)
+  assert meta["stft"] == spectral.DEFAULT.to_dict()
+  rng = np.random.default_rng(1)
+  lengths = np.array([37, 21], np.int32)
+  emb = rng.normal(0.5, 2.0, (2, 37, 8)).astype(np.float32)
+  emb[1, 21:] = 1e3  # garbage past the length must not matter
+  speaker = np.array([2, 0], np.int32)
+  # In memory: the restored network inside the same module code.
+  network, resolved, info = train_lib.restore_network(workdir)
+  from e2s_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  module = export_lib.DecoderModule(
+      network, data_lib.Normalizer.from_info(info), spectral.DEFAULT,
+      meta["with_speaker"], griffin_lim_iterations=4)
+  args = [emb, lengths] + ([speaker] if meta["with_speaker"] else [])
+  expected_log = module.spectrogram(*args)["log_stft"].numpy()
+  expected = module.waveform(*args)
+  np.savez(tmp_path / "in.npz", emb=emb, lengths=lengths, speaker=speaker)
+  script = tmp_path / "load.py"
+  script.write_text(textwrap.dedent(f"""
+      import json, sys
+      import numpy as np
+      import tensorflow as tf
+      try:
+        import e2s_tf
+        sys.exit("e2s_tf must not be importable here")
+      except ImportError:
+        pass
+      d = np.load({str(tmp_path / 'in.npz')!r})
+      m = tf.saved_model.load({export_dir!r})
+      meta = json.load(open({export_dir!r} + "/e2s_export.json"))
+      args = [tf.constant(d["emb"]), tf.constant(d["lengths"])]
+      if meta["with_speaker"]:
+        args.append(tf.constant(d["speaker"]))
+      s = m.spectrogram(*args)["log_stft"].numpy()
+      w = m.waveform(*args)
+      sig = m.signatures["waveform"]
+      np.savez({str(tmp_path / 'out.npz')!r}, log_stft=s,
+               audio=w["audio"].numpy(), audio_lengths=w["audio_lengths"].numpy(),
+               sig_keys=np.array(sorted(sig.structured_outputs)))
+      """))
+  run = subprocess.run([sys.executable, "-I", str(script)], cwd=str(tmp_path),
+                       capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  got = np.load(tmp_path / "out.npz")
+  np.testing.assert_allclose(got["log_stft"], expected_log, atol=1e-4)
+  np.testing.assert_allclose(got["audio"], expected["audio"].numpy(),
+                             atol=1e-4)
+  np.testing.assert_array_equal(got["audio_lengths"],
+                                spectral.DEFAULT.num_samples(lengths))
+  assert list(got["sig_keys"]) == ["audio", "audio_lengths"]
+  # Padding frames are log-silence; the padded item equals itself alone.
+  np.testing.assert_allclose(got["log_stft"][1, 21:], spectral.LOG_SILENCE)
+  alone_args = [emb[1:, :21], lengths[1:]] + (
+      [speaker[1:]] if meta["with_speaker"] else [])
+  alone = module.spectrogram(*alone_args)["log_stft"].numpy()
+  np.testing.assert_allclose(got["log_stft"][1, :21], alone[0], atol=1e-4)
+
+
+def test_cli_trains_with_overrides(data_dir, tmp_path):
+  workdir = tmp_path / "cli"
+  cmd = [sys.executable, "-m", "e2s_tf.train",
+         "--config=configs/testing.py:cnn", f"--data_dir={data_dir}",
+         f"--workdir={workdir}", "--config.train.num_steps=2",
+         "--config.train.eval_every=100"]
+  run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "done: step 2" in run.stdout
+  bad = subprocess.run(cmd[:-2] + ["--config.train.no_such_field=1"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and "no_such_field" in bad.stderr
