@@ -221,8 +221,11 @@ class _Evaluator:
 
 def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
           profile_steps: Optional[Sequence[int]] = None,
-          log=print) -> dict[str, float]:
+          log=print, stop_at_step: Optional[int] = None) -> dict[str, float]:
   """Trains (or resumes) up to `config.train.num_steps`; returns last metrics.
+
+  `stop_at_step` ends this call early (with a checkpoint), as an interruption
+  would; the learning-rate schedule still spans `num_steps`.
 
   Raises:
     TrainingError: on a non-finite loss (the last good checkpoint is kept).
@@ -291,15 +294,29 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
   deadline = (start_time + 60.0 * config.train.max_minutes
               if config.train.max_minutes else None)
   optimizer = _optimizers(model)
-  lr_schedule = next(iter(optimizer.values())).learning_rate
+  main_optimizer = next(iter(optimizer.values()))
+
+  @tf.function
+  def weights_finite():
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
+                          for v in model.trainable_variables])
 
   def save():
+    # A checkpoint is only written with finite weights: an update can blow
+    # them up after a finite loss, and the last checkpoint must stay good.
+    if not bool(weights_finite()):
+      raise TrainingError(
+          f"non-finite loss: the weights became non-finite at step "
+          f"{int(step)}; stopped without saving. The last good checkpoint "
+          f"({manager.latest_checkpoint or 'none'}) is kept: lower "
+          "config.train.learning_rate or check the data, then re-run")
     manager.save(checkpoint_number=int(step))
 
   while int(step) < num_steps:
     dataset = _make_train_data(config, data_dir, int(epoch))
-    if int(position):
-      dataset = dataset.skip(int(position))
+    resume_position = int(position)
+    if resume_position:
+      dataset = dataset.skip(resume_position)
     got_batch = False
     for batch in dataset:
       got_batch = True
@@ -332,8 +349,7 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
         rate = (s - last_log_step) / max(now - last_log_time, 1e-9)
         fps = frames_since_log / max(now - last_log_time, 1e-9)
         left = (num_steps - s) / max(rate, 1e-9)
-        lr = float(lr_schedule(s)) if callable(lr_schedule) else float(
-            lr_schedule)
+        lr = float(main_optimizer.learning_rate)
         with writer.as_default():
           for k, v in values.items():
             tf.summary.scalar(f"losses/{k}", v, step=s)
@@ -352,13 +368,18 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
         save()
       if s >= num_steps:
         break
+      if stop_at_step is not None and s >= stop_at_step:
+        log(f"stopping at step {s} as asked")
+        save()
+        num_steps = s
+        break
       if deadline and time.time() > deadline:
         log(f"stopping at step {s}: config.train.max_minutes reached")
         save()
         num_steps = s
         break
     else:
-      if not got_batch:
+      if not got_batch and not resume_position:
         raise TrainingError(f"{data_dir}: the train split yields no batch")
       epoch.assign_add(1)
       position.assign(0)

@@ -6,3 +6,26 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def speech_corpus(tmp_path_factory):
+  """A tiny real espeak-ng corpus: 3 speakers x 4 utterances (made once)."""
+  from e2s_tf import corpus  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp("speech_corpus")
+  return corpus.make_corpus(str(out), speakers=3, utterances=4, seed=0,
+                            progress=False)
+
+
+@pytest.fixture(scope="session")
+def speech_data(speech_corpus, tmp_path_factory):
+  """The corpus above through `logmel` preprocessing, split by utterance."""
+  from e2s_tf import preprocess_lib  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp("speech_data")
+  preprocess_lib.run_preprocess(speech_corpus, str(out), "logmel",
+                                split_by="utterance", valid_fraction=0.2,
+                                test_fraction=0.2, seed=0, num_workers=1,
+                                progress=False)
+  return str(out)

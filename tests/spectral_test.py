@@ -169,3 +169,17 @@ def test_spectral_convergence_values():
   est[0, 1] = 5.0  # masked out below
   np.testing.assert_allclose(
       spectral.spectral_convergence(ref, est, mask=np.array([[1, 0]])), [1.0])
+
+
+def test_griffin_lim_on_real_speech(speech_corpus):
+  """Fast Griffin-Lim (32 iterations, momentum 0.99) on an espeak utterance."""
+  from e2s_tf import audio as audio_lib  # pylint: disable=g-import-not-at-top
+  from e2s_tf import corpus  # pylint: disable=g-import-not-at-top
+  item = corpus.read_manifest(speech_corpus)[0]
+  x = audio_lib.load_audio(item["audio"], CONFIG.sample_rate)
+  fast = _gl_convergence(x)
+  classic = _gl_convergence(x, momentum=0.0)
+  # Measured on this utterance (seed 0, spk00): spectral convergence 0.071
+  # fast, 0.129 classic, with 32 iterations.
+  assert fast < 0.09
+  assert fast < classic - 0.03

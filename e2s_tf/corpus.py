@@ -1,0 +1,668 @@
+"""Corpora and manifests: an offline espeak-ng corpus, manifest builder/reader.
+
+`make_corpus` synthesises a small deterministic multi-speaker English corpus
+with espeak-ng (from the espeakng-loader wheel): seeded voices (accent,
+variant, pitch, range, rate) and seeded sentences of several clauses separated
+by explicit pauses, written as `D/wav/<speaker>/<id>.wav` (16-bit PCM) with
+`D/manifest.jsonl` and a table of the voices in `D/speakers.json`.
+
+espeak-ng keeps synthesis state in C statics that no API call resets (pitch
+flutter phase, gain control, echo buffer, libc `rand`), so the same text comes
+out differently depending on what was spoken before in the same process. To
+make every utterance a pure function of its own parameters, each utterance is
+synthesised in a fresh, tiny Python process (ctypes only, ~30 ms to start)
+running `_ESPEAK_WORKER`; a thread pool runs several at once.
+
+`build_manifest` scans a directory of audio (`speaker_dirs`: LibriSpeech/VCTK
+style `<root>/<speaker>/**/<file>`, or `flat`) into a manifest, optionally
+one item per voice-active region. `read_manifest` loads and validates one.
+
+Manifest format (one JSON object per line): `id` (unique), `audio` (path,
+relative to the manifest's directory allowed), optional `speaker`, `start` and
+`end` (seconds), `embedding` (path to .npy), `text`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import glob
+import json
+import os
+import struct
+import subprocess
+import sys
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+from absl import logging
+import espeakng_loader
+import numpy as np
+import scipy.signal
+import tqdm
+
+from e2s_tf import audio as audio_lib
+from e2s_tf import spectral
+
+MANIFEST = "manifest.jsonl"
+SPEAKERS = "speakers.json"
+WAV_DIR = "wav"
+# Bump when the generator changes in a way that changes the audio or text.
+CORPUS_VERSION = 1
+
+# --------------------------------------------------------------------------
+# Voices.
+
+# espeak-ng voice variants ("<language>+<variant>") by gender.
+_VARIANTS = {
+    "male": ("m1", "m2", "m3", "m4", "m6", "m7", "klatt", "klatt3"),
+    "female": ("f1", "f2", "f3", "f4", "f5"),
+}
+# English accents shipped with espeak-ng.
+_ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-029", "en-gb-scotland",
+            "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+# espeak parameter ranges per gender: pitch (0-99), pitch range (0-99), and
+# speaking rate in words per minute, sampled uniformly.
+_PITCH = {"male": (25, 55), "female": (45, 80)}
+_PITCH_RANGE = (30, 85)
+_RATE_WPM = (140, 190)
+
+
+@dataclasses.dataclass(frozen=True)
+class Speaker:
+  """One synthetic speaker: an espeak-ng voice and its settings."""
+
+  name: str
+  voice: str
+  gender: str
+  pitch: int
+  pitch_range: int
+  rate: int
+
+
+def make_speakers(count: int, seed: int = 0) -> list[Speaker]:
+  """`count` speakers `spk00, spk01, ...`, deterministic from `seed`.
+
+  Speaker `i` does not depend on `count`: the variant and accent orders are
+  permutations drawn from `seed` alone, and the settings of speaker `i` from
+  `(seed, i)`. Genders alternate, so any two neighbours differ in pitch. The
+  first 16 speakers have distinct voices (accent + variant); later ones may
+  share a voice, with other pitch, range and rate.
+  """
+  order = np.random.default_rng([seed, 0])
+  variants = {g: [v[i] for i in order.permutation(len(v))]
+              for g, v in _VARIANTS.items()}
+  accents = [_ACCENTS[i] for i in order.permutation(len(_ACCENTS))]
+  genders = ("male", "female") if order.integers(2) == 0 else ("female", "male")
+  speakers = []
+  for i in range(count):
+    rng = np.random.default_rng([seed, 1, i])
+    gender = genders[i % 2]
+    pool = variants[gender]
+    variant = pool[(i // 2) % len(pool)]
+    accent = accents[i % len(accents)]
+    speakers.append(Speaker(
+        name=f"spk{i:02d}",
+        voice=f"{accent}+{variant}",
+        gender=gender,
+        pitch=int(rng.integers(*_PITCH[gender], endpoint=True)),
+        pitch_range=int(rng.integers(*_PITCH_RANGE, endpoint=True)),
+        rate=int(rng.integers(*_RATE_WPM, endpoint=True))))
+  return speakers
+
+
+# --------------------------------------------------------------------------
+# Sentences.
+
+_WORDS = {
+    "name": ("Anna", "Peter", "Maria", "David", "Laura", "Thomas", "Helen",
+             "George", "Sarah", "Martin", "Julia", "Oliver", "Emma", "Victor"),
+    "det": ("the", "a", "every", "that", "one", "our", "their", "this"),
+    "adj": ("old", "quiet", "yellow", "heavy", "little", "bright", "narrow",
+            "wooden", "distant", "careful", "silver", "tired", "friendly",
+            "broken", "sudden", "gentle", "cold", "famous", "empty", "busy"),
+    "noun": ("farmer", "window", "river", "teacher", "garden", "engine",
+             "basket", "village", "doctor", "letter", "mountain", "kitchen",
+             "sailor", "bridge", "market", "lantern", "pilot", "forest",
+             "painter", "bicycle", "station", "island", "captain", "blanket"),
+    "verb_past": ("carried", "painted", "opened", "followed", "repaired",
+                  "watched", "counted", "visited", "pushed", "cleaned",
+                  "described", "remembered", "noticed", "borrowed", "found"),
+    "verb": ("carry", "paint", "open", "follow", "repair", "watch", "count",
+             "visit", "push", "clean", "describe", "remember", "find"),
+    "adv": ("slowly", "quickly", "again", "carefully", "at noon", "yesterday",
+            "in the morning", "after dinner", "without a word", "twice",
+            "before the storm", "every summer"),
+    "place": ("near the river", "behind the station", "across the valley",
+              "in the old market", "under the bridge", "by the window",
+              "on the island", "along the narrow road", "at the harbour"),
+    "number": ("two", "three", "four", "seven", "eleven", "twenty",
+               "forty two", "a hundred"),
+}
+
+# Clause templates; `?` at the end marks a question.
+_TEMPLATES = (
+    "{det} {adj} {noun} {verb_past} {det} {noun}",
+    "{name} agreed",
+    "the {noun} was {adj}",
+    "{adv} {name} smiled",
+    "not the {noun}?",
+    "{name} {verb_past} {det} {adj} {noun} {place}",
+    "{det} {noun} was {adj} {adv}",
+    "{name} and {name} {verb_past} {number} {noun}s {place}",
+    "we {verb_past} the {noun} {adv}",
+    "{name} will {verb} the {adj} {noun} {adv}",
+    "there were {number} {adj} {noun}s {place}",
+    "did {name} {verb} the {noun} {adv}?",
+    "why was the {noun} so {adj}?",
+    "the {noun} {place} looked {adj} and {adj}",
+    "{name} said that the {noun} was {adj}",
+    "nobody could {verb} {det} {adj} {noun}",
+)
+
+# Utterance shape: target length, clauses, pauses and edge silences (seconds).
+_TARGET_SECONDS = (2.0, 6.0)
+_CLAUSES = (2, 4)  # min, max per utterance
+_CANDIDATES = 3  # clauses drawn to choose one that fits the target length
+_PAUSE_SECONDS = (0.3, 1.0)
+_EDGE_SECONDS = (0.1, 0.3)
+# espeak-ng speaks about this many seconds per word at 1 word per minute
+# (measured over the templates); used to plan clauses that fit the target.
+_WORD_SECONDS_AT_1_WPM = 60.0 * 0.87
+# Fixed gain that leaves headroom for the resampler's overshoot.
+_OUTPUT_GAIN = 0.8
+
+
+def _clause(rng: np.random.Generator) -> str:
+  template = _TEMPLATES[rng.integers(len(_TEMPLATES))]
+  parts = template.split("{")
+  out = [parts[0]]
+  for part in parts[1:]:
+    slot, rest = part.split("}", 1)
+    words = _WORDS[slot]
+    out.append(words[rng.integers(len(words))] + rest)
+  return "".join(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+  """The plan of one utterance: clauses and the silences around them."""
+
+  id: str
+  speaker: Speaker
+  clauses: tuple[str, ...]
+  pauses: tuple[float, ...]  # seconds between clauses, len(clauses) - 1
+  lead: float  # seconds of silence before the first clause
+  tail: float  # seconds after the last one
+  seed: int  # espeak-ng's random seed
+
+  @property
+  def text(self) -> str:
+    return " ".join(self.clauses)
+
+
+def make_utterance(speaker: Speaker, speaker_index: int, index: int,
+                   seed: int = 0) -> Utterance:
+  """Utterance `index` of a speaker; a function of `(seed, speaker, index)`."""
+  rng = np.random.default_rng([seed, 2, speaker_index, index])
+  word_seconds = _WORD_SECONDS_AT_1_WPM / speaker.rate
+  lead, tail = rng.uniform(*_EDGE_SECONDS, size=2)
+  target = rng.uniform(*_TARGET_SECONDS) - lead - tail
+  clauses, pauses = [], []
+  planned = 0.0
+  while len(clauses) < _CLAUSES[1]:
+    # The longest of a few candidate clauses that still fits the target (the
+    # shortest when none does, as long as the minimum is not reached).
+    candidates = sorted((_clause(rng) for _ in range(_CANDIDATES)),
+                        key=lambda c: len(c.split()))
+    pause = float(rng.uniform(*_PAUSE_SECONDS)) if clauses else 0.0
+    cost = [pause + word_seconds * len(c.split()) for c in candidates]
+    fitting = [i for i, c in enumerate(cost) if planned + c <= target]
+    if not fitting and len(clauses) >= _CLAUSES[0]:
+      break
+    choice = fitting[-1] if fitting else 0
+    clauses.append(candidates[choice])
+    if len(clauses) > 1:
+      pauses.append(pause)
+    planned += cost[choice]
+  # Questions keep their "?"; other clauses end in "," or "." and the last in
+  # "."; sentences start with a capital.
+  punctuated = []
+  for i, clause in enumerate(clauses):
+    if not clause.endswith("?"):
+      last = i == len(clauses) - 1
+      clause += "." if last or rng.integers(2) else ","
+    if i == 0 or punctuated[-1][-1] in ".?":
+      clause = clause[0].upper() + clause[1:]
+    punctuated.append(clause)
+  return Utterance(
+      id=f"{speaker.name}_{index:04d}", speaker=speaker,
+      clauses=tuple(punctuated), pauses=tuple(pauses),
+      lead=float(lead), tail=float(tail),
+      seed=int(rng.integers(1, 2**31 - 1)))
+
+
+# --------------------------------------------------------------------------
+# espeak-ng synthesis, one fresh process per utterance.
+
+# The worker reads a JSON request on stdin and writes, little-endian: the
+# sample rate (uint32), then per clause its sample count (uint32) and its
+# int16 samples. It uses the speak_lib.h API through ctypes and nothing else.
+_ESPEAK_WORKER = r'''
+import ctypes, json, struct, sys
+
+AUDIO_OUTPUT_SYNCHRONOUS = 2
+INITIALIZE_DONT_EXIT = 0x8000
+POS_CHARACTER = 1
+CHARS_UTF8 = 1
+PARAMETERS = {"rate": 1, "pitch": 3, "range": 4}
+
+def main():
+  request = json.load(sys.stdin)
+  lib = ctypes.CDLL(request["library"])
+  lib.espeak_Initialize.argtypes = [
+      ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+  lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+  lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+  lib.espeak_Synth.argtypes = [
+      ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+      ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+  lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+  libc = ctypes.CDLL(None)
+  rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0,
+                               request["data"].encode(), INITIALIZE_DONT_EXIT)
+  if rate <= 0:
+    sys.exit("espeak_Initialize failed with data at %s" % request["data"])
+  chunks = []
+  callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short),
+                                   ctypes.c_int, ctypes.c_void_p)
+  def collect(wav, num_samples, events):
+    if num_samples > 0 and wav:
+      chunks.append(ctypes.string_at(wav, 2 * num_samples))
+    return 0
+  callback = callback_type(collect)
+  lib.espeak_SetSynthCallback(callback)
+  if lib.espeak_SetVoiceByName(request["voice"].encode()) != 0:
+    sys.exit("espeak-ng has no voice %r" % request["voice"])
+  for name, value in request["parameters"].items():
+    if lib.espeak_SetParameter(PARAMETERS[name], int(value), 0) != 0:
+      sys.exit("espeak_SetParameter(%s=%s) failed" % (name, value))
+  out = sys.stdout.buffer
+  out.write(struct.pack("<I", rate))
+  for text in request["clauses"]:
+    lib.espeak_ng_SetRandSeed(request["seed"])
+    libc.srand(request["seed"])
+    del chunks[:]
+    encoded = text.encode("utf-8") + b"\0"
+    if lib.espeak_Synth(encoded, len(encoded), 0, POS_CHARACTER, 0,
+                        CHARS_UTF8, None, None):
+      sys.exit("espeak_Synth failed on %r" % text)
+    lib.espeak_Synchronize()
+    data = b"".join(chunks)
+    out.write(struct.pack("<I", len(data) // 2))
+    out.write(data)
+  out.flush()
+
+main()
+'''
+
+# Samples below this magnitude (after the gain; full scale = 1) at a clause's
+# edges are trimmed before the planned silences are inserted.
+_TRIM_LEVEL = 1e-3
+
+
+def _run_espeak(utterance: Utterance) -> tuple[int, list[np.ndarray]]:
+  """Synthesises the clauses in a fresh process: (rate, [`[samples]` int16])."""
+  speaker = utterance.speaker
+  request = {
+      "library": espeakng_loader.get_library_path(),
+      "data": espeakng_loader.get_data_path(),
+      "voice": speaker.voice,
+      "parameters": {"rate": speaker.rate, "pitch": speaker.pitch,
+                     "range": speaker.pitch_range},
+      "seed": utterance.seed,
+      "clauses": list(utterance.clauses),
+  }
+  result = subprocess.run(
+      [sys.executable, "-I", "-S", "-c", _ESPEAK_WORKER],
+      input=json.dumps(request).encode(), capture_output=True, check=False)
+  if result.returncode != 0:
+    raise RuntimeError(
+        f"espeak-ng failed on {utterance.id} ({speaker.voice}): "
+        f"{result.stderr.decode(errors='replace').strip()}")
+  data = result.stdout
+  rate = struct.unpack_from("<I", data)[0]
+  pos, clauses = 4, []
+  for _ in utterance.clauses:
+    count = struct.unpack_from("<I", data, pos)[0]
+    pos += 4
+    clauses.append(np.frombuffer(data, "<i2", count, pos))
+    pos += 2 * count
+  return rate, clauses
+
+
+def _trim(samples: np.ndarray) -> np.ndarray:
+  loud = np.flatnonzero(np.abs(samples) >= _TRIM_LEVEL)
+  return samples[loud[0]:loud[-1] + 1] if loud.size else samples[:0]
+
+
+def _silence(seconds: float, sample_rate: int) -> np.ndarray:
+  return np.zeros([int(round(seconds * sample_rate))], np.float32)
+
+
+def synthesize(utterance: Utterance, sample_rate: int = 16000) -> np.ndarray:
+  """The waveform of an utterance: `[samples]` float32 at `sample_rate`.
+
+  Clauses are synthesised by espeak-ng, trimmed, resampled (polyphase) and
+  joined with exactly the planned silences (rounded to whole samples).
+  """
+  rate, clauses = _run_espeak(utterance)
+  pieces = [_silence(utterance.lead, sample_rate)]
+  for i, clause in enumerate(clauses):
+    speech = _trim(clause.astype(np.float32) * (_OUTPUT_GAIN / 32768.0))
+    if speech.size == 0:
+      raise RuntimeError(f"espeak-ng produced silence for {utterance.id}: "
+                         f"{utterance.clauses[i]!r}")
+    if rate != sample_rate:
+      g = np.gcd(rate, sample_rate)
+      speech = scipy.signal.resample_poly(speech, sample_rate // g, rate // g)
+    if i:
+      pieces.append(_silence(utterance.pauses[i - 1], sample_rate))
+    pieces.append(speech.astype(np.float32))
+  pieces.append(_silence(utterance.tail, sample_rate))
+  return np.concatenate(pieces)
+
+
+# --------------------------------------------------------------------------
+# Manifests.
+
+class ManifestError(ValueError):
+  """A malformed manifest; the message names the file and line."""
+
+
+def write_manifest(items: Iterable[Mapping[str, Any]], path: str) -> int:
+  """Writes items as JSON lines, atomically (temporary file + rename)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  count = 0
+  try:
+    with open(tmp, "w", encoding="utf-8") as f:
+      for item in items:
+        f.write(json.dumps(dict(item), ensure_ascii=False) + "\n")
+        count += 1
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return count
+
+
+_PATH_FIELDS = ("audio", "embedding")
+
+
+def read_manifest(path: str) -> list[dict[str, Any]]:
+  """Reads and validates a manifest; relative paths become absolute.
+
+  `audio` and `embedding` paths are resolved against the manifest's
+  directory. Blank lines are skipped.
+
+  Raises:
+    FileNotFoundError: no such manifest.
+    ManifestError: malformed JSON, an item that is not an object, a missing or
+      empty `id`/`audio`, a duplicate id, or invalid `start`/`end`; the
+      message names the file and line number.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"manifest {path} not found")
+  root = os.path.dirname(os.path.abspath(path))
+  items, seen = [], {}
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, 1):
+      where = f"{path}:{number}"
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError:
+        raise ManifestError(f"{where}: not UTF-8 text") from None
+      if not line.strip():
+        continue
+      try:
+        item = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ManifestError(f"{where}: malformed JSON: {e.msg} "
+                            f"(column {e.colno})") from None
+      if not isinstance(item, dict):
+        raise ManifestError(f"{where}: expected a JSON object, got "
+                            f"{type(item).__name__}")
+      for key in ("id", "audio"):
+        if not isinstance(item.get(key), str) or not item[key]:
+          raise ManifestError(f"{where}: missing or empty {key!r}")
+      if item["id"] in seen:
+        raise ManifestError(f"{where}: duplicate id {item['id']!r} (first on "
+                            f"line {seen[item['id']]})")
+      seen[item["id"]] = number
+      _check_region(item, where)
+      for key in _PATH_FIELDS:
+        if isinstance(item.get(key), str) and not os.path.isabs(item[key]):
+          item[key] = os.path.normpath(os.path.join(root, item[key]))
+      items.append(item)
+  return items
+
+
+def _check_region(item: Mapping[str, Any], where: str) -> None:
+  bounds = {k: item[k] for k in ("start", "end") if k in item}
+  for key, value in bounds.items():
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or value < 0:
+      raise ManifestError(f"{where}: {key!r} must be a non-negative number of "
+                          f"seconds, got {value!r}")
+  if len(bounds) == 2 and bounds["start"] >= bounds["end"]:
+    raise ManifestError(f"{where}: start {bounds['start']} is not before "
+                        f"end {bounds['end']}")
+
+
+def _speaker_from_dirs(relative: str) -> Optional[str]:
+  parts = relative.split("/")
+  return parts[0] if len(parts) > 1 else None
+
+
+def _no_speaker(relative: str) -> Optional[str]:
+  del relative
+  return None
+
+
+# layout -> (speaker of a relative path, whether a speaker is required).
+LAYOUTS: dict[str, tuple[Callable[[str], Optional[str]], bool]] = {
+    "speaker_dirs": (_speaker_from_dirs, True),
+    "flat": (_no_speaker, False),
+}
+
+
+def find_audio(audio_dir: str) -> list[str]:
+  """Sorted '/'-separated paths, relative to `audio_dir`, of its audio files.
+
+  Hidden files and directories (".name") are skipped.
+  """
+  if not os.path.isdir(audio_dir):
+    raise FileNotFoundError(f"audio directory {audio_dir} not found")
+  found = []
+  for directory, subdirs, files in os.walk(audio_dir):
+    subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+    for name in files:
+      if (not name.startswith(".") and
+          os.path.splitext(name)[1].lower() in audio_lib.AUDIO_EXTENSIONS):
+        relative = os.path.relpath(os.path.join(directory, name), audio_dir)
+        found.append(relative.replace(os.sep, "/"))
+  return sorted(found)
+
+
+def _file_ids(relatives: Sequence[str]) -> list[str]:
+  """File stems if unique, else paths without extension ('/' -> '_')."""
+  stems = [os.path.splitext(r.rsplit("/", 1)[-1])[0] for r in relatives]
+  if len(set(stems)) == len(stems):
+    return stems
+  logging.warning("file names are not unique; ids are relative paths instead")
+  return [os.path.splitext(r)[0].replace("/", "_") for r in relatives]
+
+
+def build_manifest(audio_dir: str, out: str, layout: str = "speaker_dirs",
+                   vad: bool = False,
+                   config: spectral.StftConfig = spectral.DEFAULT,
+                   vad_options: audio_lib.VadOptions = audio_lib.VadOptions(),
+                   progress: bool = False) -> int:
+  """Writes a manifest of the audio files under `audio_dir`.
+
+  Args:
+    audio_dir: root directory, scanned for .wav, .flac and .ogg files.
+    out: manifest path; `audio` paths are written relative to its directory.
+    layout: "speaker_dirs" (speaker = first directory below the root; files
+      directly in the root are skipped with a warning) or "flat" (no speaker).
+    vad: one item per voice-active region, with `start`/`end` in seconds and
+      id `<file id>_r<k>`, instead of one per file. Files that fail to load
+      are skipped with a warning naming them; files without a region give none.
+    config: the frame grid of the regions (and the rate audio is loaded at).
+    vad_options: settings of `audio.vad_regions`.
+    progress: show a progress bar.
+
+  Returns:
+    The number of items written.
+  """
+  if layout not in LAYOUTS:
+    raise ValueError(f"unknown layout {layout!r}; known: {sorted(LAYOUTS)}")
+  speaker_of, needs_speaker = LAYOUTS[layout]
+  relatives = []
+  for relative in find_audio(audio_dir):
+    if needs_speaker and speaker_of(relative) is None:
+      logging.warning("%s: not inside a speaker directory; skipped",
+                      os.path.join(audio_dir, relative))
+      continue
+    relatives.append(relative)
+  out_dir = os.path.dirname(os.path.abspath(out))
+  items, failed = [], 0
+  for relative, file_id in tqdm.tqdm(
+      list(zip(relatives, _file_ids(relatives))), desc="manifest",
+      unit="file", disable=not progress):
+    path = os.path.join(audio_dir, relative)
+    base = {"id": file_id,
+            "audio": os.path.relpath(os.path.abspath(path), out_dir).replace(
+                os.sep, "/")}
+    speaker = speaker_of(relative)
+    if speaker is not None:
+      base["speaker"] = speaker
+    if not vad:
+      items.append(base)
+      continue
+    try:
+      waveform = audio_lib.load_audio(path, config.sample_rate)
+    except audio_lib.AudioError as e:
+      logging.warning("skipped: %s", e)
+      failed += 1
+      continue
+    regions = audio_lib.vad_regions(waveform, config,
+                                    **dataclasses.asdict(vad_options))
+    for k, region in enumerate(regions):
+      start, end = audio_lib.frames_to_seconds(region, config)
+      items.append({**base, "id": f"{file_id}_r{k}", "start": start,
+                    "end": end})
+  count = write_manifest(items, out)
+  logging.info("%s: %d items from %d files (%d unreadable)", out, count,
+               len(relatives), failed)
+  return count
+
+
+# --------------------------------------------------------------------------
+# The corpus.
+
+def _speakers_table(speakers: Sequence[Speaker], seed: int,
+                    sample_rate: int) -> dict[str, Any]:
+  return {"generator": "e2s_tf.corpus", "version": CORPUS_VERSION,
+          "seed": seed, "sample_rate": sample_rate,
+          "speakers": [dataclasses.asdict(s) for s in speakers]}
+
+
+def _check_compatible(path: str, table: Mapping[str, Any]) -> None:
+  """Refuses to mix a new corpus into one made with other settings."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    old = json.load(f)
+  for key in ("generator", "version", "seed", "sample_rate"):
+    if old.get(key) != table[key]:
+      raise ValueError(
+          f"{path}: the corpus there was made with {key}={old.get(key)!r}, "
+          f"not {table[key]!r}; use another out_dir or delete it")
+
+
+def _write_json(value: Any, path: str) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=2)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def make_corpus(out_dir: str, speakers: int = 8, utterances: int = 40,
+                seed: int = 0, sample_rate: int = 16000, progress: bool = True,
+                workers: Optional[int] = None) -> str:
+  """Synthesises the espeak-ng corpus and returns the path of its manifest.
+
+  Writes `out_dir/wav/<speaker>/<id>.wav` (16-bit PCM at `sample_rate`),
+  `out_dir/speakers.json` (the voices) and `out_dir/manifest.jsonl` (id,
+  audio relative to the manifest, speaker, text). Files are written under
+  temporary names and renamed; a re-run with the same arguments keeps the
+  existing files and gives byte-identical output. Utterance `j` of speaker
+  `i` depends only on `(seed, i, j, sample_rate)`.
+
+  Args:
+    out_dir: output directory (created).
+    speakers: number of speakers.
+    utterances: utterances per speaker.
+    seed: seed of voices, sentences and pauses.
+    sample_rate: output rate (espeak-ng synthesises at 22050 Hz).
+    progress: show a progress bar.
+    workers: concurrent espeak-ng processes (default: the CPU count).
+  """
+  if speakers < 1 or utterances < 1:
+    raise ValueError(f"need speakers >= 1 and utterances >= 1, got "
+                     f"{speakers} and {utterances}")
+  voices = make_speakers(speakers, seed)
+  table = _speakers_table(voices, seed, sample_rate)
+  speakers_path = os.path.join(out_dir, SPEAKERS)
+  _check_compatible(speakers_path, table)
+  os.makedirs(out_dir, exist_ok=True)
+  # Leftovers of an interrupted run (temporary files are never complete).
+  for stale in glob.glob(os.path.join(out_dir, WAV_DIR, "*", "*.wav.tmp*")):
+    os.remove(stale)
+  plan = [make_utterance(voice, i, j, seed)
+          for i, voice in enumerate(voices) for j in range(utterances)]
+
+  def wav_path(utterance: Utterance) -> str:
+    return os.path.join(out_dir, WAV_DIR, utterance.speaker.name,
+                        utterance.id + ".wav")
+
+  def render(utterance: Utterance) -> None:
+    path = wav_path(utterance)
+    if not os.path.exists(path):
+      audio_lib.save_wav(path, synthesize(utterance, sample_rate), sample_rate)
+
+  # The table goes first: an interrupted run is still checked on re-runs.
+  _write_json(table, speakers_path)
+  todo = [u for u in plan if not os.path.exists(wav_path(u))]
+  logging.info("corpus %s: %d utterances, %d to synthesise", out_dir,
+               len(plan), len(todo))
+  workers = workers or os.cpu_count() or 1
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    futures = [pool.submit(render, u) for u in todo]
+    try:
+      for future in tqdm.tqdm(concurrent.futures.as_completed(futures),
+                              total=len(todo), desc="espeak-ng", unit="utt",
+                              disable=not progress):
+        future.result()
+    except BaseException:
+      for future in futures:
+        future.cancel()
+      raise
+
+  manifest = os.path.join(out_dir, MANIFEST)
+  write_manifest(
+      ({"id": u.id, "audio": f"{WAV_DIR}/{u.speaker.name}/{u.id}.wav",
+        "speaker": u.speaker.name, "text": u.text} for u in plan), manifest)
+  return manifest

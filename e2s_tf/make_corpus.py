@@ -1,0 +1,46 @@
+r"""Synthesises the offline espeak-ng corpus.
+
+    python -m e2s_tf.make_corpus --out_dir=data/corpus \
+        [--speakers=8 --utterances=40 --seed=0]
+
+Writes data/corpus/wav/<speaker>/<id>.wav, speakers.json and manifest.jsonl.
+"""
+
+import collections
+import time
+
+from absl import app
+from absl import flags
+
+from e2s_tf import corpus
+
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory.",
+                               required=True)
+_SPEAKERS = flags.DEFINE_integer("speakers", 8, "Number of speakers.")
+_UTTERANCES = flags.DEFINE_integer("utterances", 40, "Utterances per speaker.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of voices, sentences, pauses.")
+_SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16000,
+                                    "Sample rate of the WAV files.")
+_WORKERS = flags.DEFINE_integer(
+    "workers", None, "Concurrent espeak-ng processes (default: CPU count).")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def main(argv):
+  del argv
+  start = time.time()
+  try:
+    manifest = corpus.make_corpus(
+        _OUT_DIR.value, speakers=_SPEAKERS.value, utterances=_UTTERANCES.value,
+        seed=_SEED.value, sample_rate=_SAMPLE_RATE.value,
+        progress=_PROGRESS.value, workers=_WORKERS.value)
+  except (ValueError, RuntimeError, OSError) as e:
+    raise SystemExit(f"make_corpus: error: {e}") from None
+  items = corpus.read_manifest(manifest)
+  per_speaker = collections.Counter(item["speaker"] for item in items)
+  print(f"make_corpus: {len(items)} utterances of {len(per_speaker)} speakers "
+        f"-> {manifest} ({time.time() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,75 @@
+r"""Builds a manifest from a directory of audio files.
+
+    python -m e2s_tf.make_manifest --audio_dir=/data/LibriSpeech/dev-clean \
+        --out=data/dev-clean.jsonl [--layout=speaker_dirs|flat] [--vad]
+
+`speaker_dirs`: <audio_dir>/<speaker>/**/<file> (LibriSpeech, VCTK); `flat`:
+every .wav/.flac/.ogg file under audio_dir, without speakers. With --vad, one
+item per voice-active region (start/end in seconds, on the frame grid).
+"""
+
+from absl import app
+from absl import flags
+
+from e2s_tf import audio
+from e2s_tf import corpus
+from e2s_tf import spectral
+
+_AUDIO_DIR = flags.DEFINE_string("audio_dir", None, "Root of the audio files.",
+                                 required=True)
+_OUT = flags.DEFINE_string("out", None, "Manifest to write (.jsonl).",
+                           required=True)
+_LAYOUT = flags.DEFINE_enum("layout", "speaker_dirs", list(corpus.LAYOUTS),
+                            "Directory layout of audio_dir.")
+_VAD = flags.DEFINE_bool(
+    "vad", False, "One item per voice-active region instead of per file.")
+_DEFAULT_VAD = audio.VadOptions()
+_VAD_THRESHOLD_DB = flags.DEFINE_float(
+    "vad_threshold_db", _DEFAULT_VAD.threshold_db,
+    "Speech frames are within this many dB of the loudest frame (<= 0).")
+_VAD_FLOOR_DB = flags.DEFINE_float(
+    "vad_floor_db", _DEFAULT_VAD.floor_db,
+    "Frames below this energy (dB full scale) are never speech.")
+_VAD_MIN_REGION = flags.DEFINE_integer(
+    "vad_min_region_frames", _DEFAULT_VAD.min_region_frames,
+    "Drop regions shorter than this many frames.")
+_VAD_HANGOVER = flags.DEFINE_integer(
+    "vad_hangover_frames", _DEFAULT_VAD.hangover_frames,
+    "Extend each speech run by this many frames.")
+_VAD_MIN_GAP = flags.DEFINE_integer(
+    "vad_min_gap_frames", _DEFAULT_VAD.min_gap_frames,
+    "Also merge regions separated by fewer frames than this.")
+_SAMPLE_RATE = flags.DEFINE_integer(
+    "sample_rate", spectral.DEFAULT.sample_rate, "Sample rate of the grid.")
+_FRAME_LENGTH = flags.DEFINE_integer(
+    "frame_length", spectral.DEFAULT.frame_length, "Frame window in samples.")
+_FRAME_STEP = flags.DEFINE_integer(
+    "frame_step", spectral.DEFAULT.frame_step, "Frame hop in samples.")
+_FFT_LENGTH = flags.DEFINE_integer(
+    "fft_length", spectral.DEFAULT.fft_length, "FFT size of the grid.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def main(argv):
+  del argv
+  try:
+    config = spectral.StftConfig(
+        sample_rate=_SAMPLE_RATE.value, frame_length=_FRAME_LENGTH.value,
+        frame_step=_FRAME_STEP.value, fft_length=_FFT_LENGTH.value)
+    vad_options = audio.VadOptions(
+        threshold_db=_VAD_THRESHOLD_DB.value,
+        min_region_frames=_VAD_MIN_REGION.value,
+        hangover_frames=_VAD_HANGOVER.value,
+        min_gap_frames=_VAD_MIN_GAP.value, floor_db=_VAD_FLOOR_DB.value)
+    count = corpus.build_manifest(
+        _AUDIO_DIR.value, _OUT.value, layout=_LAYOUT.value, vad=_VAD.value,
+        config=config, vad_options=vad_options, progress=_PROGRESS.value)
+  except (ValueError, OSError) as e:
+    raise SystemExit(f"make_manifest: error: {e}") from None
+  unit = "voice-active regions" if _VAD.value else "files"
+  print(f"make_manifest: {count} items ({unit}, layout {_LAYOUT.value}) "
+        f"-> {_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
