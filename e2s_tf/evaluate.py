@@ -1,0 +1,49 @@
+r"""Evaluates an export against oracle Griffin-Lim and the analytic inverse.
+
+    python -m e2s_tf.evaluate --model=exports/multiscale \
+        --data_dir=data/tfrecords --split=test --out_dir=eval/multiscale
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from e2s_tf import evaluate_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_MODEL = flags.DEFINE_string("model", None, "Export directory.", required=True)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Output of preprocess.",
+                                required=True)
+_SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where results go.",
+                               required=True)
+_MAX_ITEMS = flags.DEFINE_integer("max_items", None,
+                                  "Evaluate at most this many items.")
+_NUM_FIGURES = flags.DEFINE_integer("num_figures", 3, "Items with a figure.")
+_NUM_AUDIO = flags.DEFINE_integer("num_audio", 3,
+                                  "Items whose audio is written per system.")
+_SYSTEMS = flags.DEFINE_list("systems", [],
+                             "Subset of model,oracle_griffin_lim,analytic.")
+
+
+def main(argv):
+  del argv
+  try:
+    result = evaluate_lib.evaluate(
+        _MODEL.value, _DATA_DIR.value, _SPLIT.value, _OUT_DIR.value,
+        _MAX_ITEMS.value, _NUM_FIGURES.value, _NUM_AUDIO.value,
+        _SYSTEMS.value or None, command=" ".join(["python -m e2s_tf.evaluate"]
+                                                 + sys.argv[1:]))
+  except (FileNotFoundError, ValueError) as e:
+    raise SystemExit(f"evaluate: error: {e}") from None
+  summary = {n: {k: v for k, v in s.items() if k != "items"}
+             for n, s in result.items()}
+  print(evaluate_lib.format_table(summary))
+  print(f"metrics.json, report.md and figures/ in {_OUT_DIR.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,68 @@
+"""Evaluation: systems, metrics.json, report.md and figures."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from e2s_tf import evaluate_lib
+from e2s_tf import metrics
+from e2s_tf import records
+from e2s_tf import spectral
+
+
+def test_evaluate_writes_metrics_report_and_figures(speech_data, tiny_export,
+                                                   tmp_path):
+  out = tmp_path / "eval"
+  result = evaluate_lib.evaluate(tiny_export, speech_data, "test", str(out),
+                                 num_figures=2, num_audio=1, progress=False)
+  n = records.read_dataset_info(speech_data)["splits"]["test"]["num_examples"]
+  assert set(result) == {"model", "oracle_griffin_lim", "analytic"}
+  with open(out / "metrics.json") as f:
+    saved = json.load(f)
+  for system, s in saved.items():
+    assert s["num_items"] == n and len(s["items"]) == n
+    for m in metrics.METRIC_NAMES:
+      assert m in s
+      values = [row[m] for row in s["items"]]
+      np.testing.assert_allclose(s[m], np.nanmean(values), rtol=1e-6)
+  oracle, model = saved["oracle_griffin_lim"], saved["model"]
+  analytic = saved["analytic"]
+  # The oracle has the true magnitude: it bounds the others (an untrained
+  # model is far off), and the analytic inverse of log-mel sits in between.
+  assert oracle["lsd_db"] < analytic["lsd_db"] < model["lsd_db"]
+  assert oracle["stoi"] > model["stoi"]
+  assert oracle["pesq_wb"] > 1.0 and oracle["rtf"] > 0
+  report = (out / "report.md").read_text()
+  for system in saved:
+    assert f"| {system} |" in report
+  figures = sorted(os.listdir(out / "figures"))
+  assert len(figures) == 2 and all(f.endswith(".png") for f in figures)
+  assert (out / "figures" / figures[0]).read_bytes()[:4] == b"\x89PNG"
+  assert os.path.exists(out / "audio" / "model")
+
+
+def test_metrics_values_on_known_signals():
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal(16000).astype(np.float32) * 0.1
+  assert metrics.lsd_db(x, x) == pytest.approx(0.0, abs=1e-4)
+  assert metrics.mcd_db(x, x) == pytest.approx(0.0, abs=1e-4)
+  assert metrics.spectral_convergence(x, x) == pytest.approx(0.0, abs=1e-5)
+  # Halving the amplitude shifts every log-magnitude by 20 log10(2) dB.
+  assert metrics.lsd_db(x, 0.5 * x) == pytest.approx(20 * np.log10(2), abs=1e-3)
+  assert metrics.spectral_convergence(x, 0.5 * x) == pytest.approx(0.5,
+                                                                   abs=1e-4)
+  # A gain changes only c0 of the cepstrum, which MCD leaves out.
+  assert metrics.mcd_db(x, 0.5 * x) == pytest.approx(0.0, abs=1e-3)
+  assert metrics.lsd_db_from_log(np.zeros((2, 3)), np.ones((2, 3))) == (
+      pytest.approx(20 / np.log(10)))
+
+
+def test_mismatched_model_and_data_fail_clearly(tiny_export, tmp_path):
+  from tests import data_testlib  # pylint: disable=g-import-not-at-top
+  data_testlib.write_tiny_dataset(tmp_path / "d", {"train": [10], "test": [8]},
+                                  dim=5, bins=spectral.DEFAULT.num_bins)
+  with pytest.raises(ValueError, match="dimension"):
+    evaluate_lib.evaluate(tiny_export, str(tmp_path / "d"), "test",
+                          str(tmp_path / "o"), progress=False)
