@@ -7,6 +7,15 @@ PYTEST_WORKERS ?= 2
 
 .PHONY: test demo demo-clean build-file clean
 
+# `make demo` variables: point the chain at your own audio and embedder.
+DEMO_DIR ?= demo
+AUDIO_DIR ?=
+LAYOUT ?= speaker_dirs
+VAD ?= 0
+EMBEDDER ?= logmel
+CONFIG ?= configs/multiscale.py
+TRAIN_MINUTES ?= 10
+
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -15,6 +24,14 @@ $(STAMP): requirements.txt
 
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15 tests
+
+demo: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m e2s_tf.demo --demo_dir=$(DEMO_DIR) \
+	  --audio_dir=$(AUDIO_DIR) --layout=$(LAYOUT) --vad=$(if $(filter 1 true yes,$(VAD)),true,false) \
+	  --embedder=$(EMBEDDER) --config=$(CONFIG) --train_minutes=$(TRAIN_MINUTES)
+
+demo-clean:
+	rm -rf $(DEMO_DIR)
 
 # Regenerates BUILD from the sources (tests/build_test.py checks it is true).
 build-file: $(STAMP)

@@ -1,0 +1,164 @@
+r"""The main job end to end: corpus -> preprocess -> train -> export -> synthesize -> evaluate.
+
+    python -m e2s_tf.demo [--demo_dir=demo] [--audio_dir=DIR --layout=speaker_dirs --vad]
+                          [--embedder=logmel] [--train_minutes=10]
+
+Every stage runs the project's own command line (printed before it runs) and
+records what it produced in <demo_dir>/.stamps/<stage>: a re-run skips the
+stages whose command and inputs are unchanged, so an interrupted demo goes on
+where it stopped. `make demo` runs this; `make demo-clean` removes demo_dir.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+_DEMO_DIR = flags.DEFINE_string("demo_dir", "demo", "Where everything goes.")
+_AUDIO_DIR = flags.DEFINE_string(
+    "audio_dir", "", "Your own audio folder instead of the espeak-ng corpus.")
+_LAYOUT = flags.DEFINE_string("layout", "speaker_dirs",
+                              "Layout of --audio_dir: speaker_dirs | flat.")
+_VAD = flags.DEFINE_bool("vad", False,
+                         "One item per voice-active region of --audio_dir.")
+_EMBEDDER = flags.DEFINE_string("embedder", "logmel",
+                                "logmel | mfcc | npy | savedmodel:PATH")
+_SPLIT_BY = flags.DEFINE_string("split_by", "",
+                                "speaker | utterance (default: speaker, or "
+                                "utterance when the audio has no speakers).")
+_CONFIG = flags.DEFINE_string("config", "configs/multiscale.py",
+                              "Training config.")
+_TRAIN_MINUTES = flags.DEFINE_float(
+    "train_minutes", 10.0, "Wall-clock budget of the training stage.")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 0,
+                                    "Override config.train.num_steps (0: keep).")
+_SPEAKERS = flags.DEFINE_integer("speakers", 8, "Speakers of the corpus.")
+_UTTERANCES = flags.DEFINE_integer("utterances", 40,
+                                   "Utterances per speaker of the corpus.")
+_NUM_WAV = flags.DEFINE_integer("num_wav", 8,
+                                "Held-out utterances to synthesise as WAV.")
+
+
+def _stamp_path(demo_dir, stage):
+  return os.path.join(demo_dir, ".stamps", stage)
+
+
+def _done(demo_dir, stage, command, outputs):
+  path = _stamp_path(demo_dir, stage)
+  if not os.path.exists(path) or not all(os.path.exists(o) for o in outputs):
+    return False
+  with open(path) as f:
+    return json.load(f).get("command") == command
+
+
+def _stage(index, total, stage, command, outputs, demo_dir, env=None):
+  """Runs `command` (a list) unless its stamp says it already ran."""
+  text = " ".join(shlex.quote(c) for c in command)
+  head = f"[{index}/{total}] {stage}"
+  if _done(demo_dir, stage, text, outputs):
+    print(f"{head}: done earlier, skipped ({text})", flush=True)
+    return
+  print(f"{head}: {text}", flush=True)
+  start = time.time()
+  result = subprocess.run(command, env=env)
+  if result.returncode != 0:
+    raise SystemExit(f"{head} failed (exit {result.returncode}); fix the "
+                     "cause and re-run: finished stages are kept")
+  os.makedirs(os.path.dirname(_stamp_path(demo_dir, stage)), exist_ok=True)
+  with open(_stamp_path(demo_dir, stage), "w") as f:
+    json.dump({"command": text, "seconds": round(time.time() - start, 1)}, f)
+  print(f"{head}: finished in {time.time() - start:.0f} s", flush=True)
+
+
+def _pick_wav_inputs(data_dir, out_dir, count):
+  """Writes the raw embeddings of `count` test items as .npy files."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from e2s_tf import records  # pylint: disable=g-import-not-at-top
+  os.makedirs(out_dir, exist_ok=True)
+  files = records.split_files(data_dir, "test")
+  for raw in tf.data.TFRecordDataset(files).take(count):
+    ex = records.parse_example(raw)
+    np.save(os.path.join(out_dir, ex["id"].numpy().decode() + ".npy"),
+            ex["embedding"].numpy())
+
+
+def main(argv):
+  del argv
+  py = sys.executable
+  d = os.path.abspath(_DEMO_DIR.value)
+  os.makedirs(d, exist_ok=True)
+  started = time.time()
+  total = 6
+  if _AUDIO_DIR.value:
+    manifest = os.path.join(d, "manifest.jsonl")
+    cmd = [py, "-m", "e2s_tf.make_manifest", f"--audio_dir={_AUDIO_DIR.value}",
+           f"--out={manifest}", f"--layout={_LAYOUT.value}",
+           f"--vad={str(_VAD.value).lower()}"]
+    _stage(1, total, "manifest", cmd, [manifest], d)
+  else:
+    manifest = os.path.join(d, "corpus", "manifest.jsonl")
+    cmd = [py, "-m", "e2s_tf.make_corpus", f"--out_dir={d}/corpus",
+           f"--speakers={_SPEAKERS.value}", f"--utterances={_UTTERANCES.value}"]
+    _stage(1, total, "corpus", cmd, [manifest], d)
+
+  data_dir = os.path.join(d, "tfrecords")
+  split_by = _SPLIT_BY.value or (
+      "utterance" if _AUDIO_DIR.value and _LAYOUT.value == "flat" else
+      "speaker")
+  cmd = [py, "-m", "e2s_tf.preprocess", f"--manifest={manifest}",
+         f"--out_dir={data_dir}", f"--embedder={_EMBEDDER.value}",
+         f"--split_by={split_by}", "--overwrite"]
+  _stage(2, total, "preprocess", cmd,
+         [os.path.join(data_dir, "dataset_info.json")], d)
+
+  workdir = os.path.join(d, "run")
+  cmd = [py, "-m", "e2s_tf.train", f"--config={_CONFIG.value}",
+         f"--data_dir={data_dir}", f"--workdir={workdir}",
+         f"--config.train.max_minutes={_TRAIN_MINUTES.value}"]
+  if _TRAIN_STEPS.value:
+    cmd.append(f"--config.train.num_steps={_TRAIN_STEPS.value}")
+  _stage(3, total, "train", cmd, [os.path.join(workdir, "checkpoints")], d)
+
+  export_dir = os.path.join(d, "export")
+  cmd = [py, "-m", "e2s_tf.export", f"--workdir={workdir}",
+         f"--export_dir={export_dir}"]
+  _stage(4, total, "export", cmd,
+         [os.path.join(export_dir, "e2s_export.json")], d)
+
+  npy_dir = os.path.join(d, "wav_inputs")
+  wav_dir = os.path.join(d, "wav")
+  if not os.path.isdir(npy_dir):
+    _pick_wav_inputs(data_dir, npy_dir, _NUM_WAV.value)
+  cmd = [py, "-m", "e2s_tf.synthesize", f"--model={export_dir}",
+         f"--input={npy_dir}", f"--out_dir={wav_dir}"]
+  _stage(5, total, "synthesize", cmd, [wav_dir], d)
+
+  eval_dir = os.path.join(d, "eval")
+  cmd = [py, "-m", "e2s_tf.evaluate", f"--model={export_dir}",
+         f"--data_dir={data_dir}", "--split=test", f"--out_dir={eval_dir}"]
+  _stage(6, total, "evaluate", cmd, [os.path.join(eval_dir, "metrics.json")],
+         d)
+
+  report = os.path.join(eval_dir, "report.md")
+  print()
+  print(f"demo finished in {time.time() - started:.0f} s (this run)")
+  print(f"  WAV files (held-out utterances): {wav_dir}")
+  print(f"  report:      {report}")
+  print(f"  figures:     {os.path.join(eval_dir, 'figures')}")
+  print(f"  audio pairs: {os.path.join(eval_dir, 'audio')}")
+  print(f"  TensorBoard: tensorboard --logdir={workdir}")
+  print()
+  with open(report) as f:
+    for line in f:
+      if line.startswith("|"):
+        print(line.rstrip())
+
+
+if __name__ == "__main__":
+  app.run(main)
