@@ -1,0 +1,99 @@
+"""`cnn`: a plain stack of 1-D convolutions over time.
+
+Embedding dimensions in, spectrogram bins out; each hidden layer is a masked
+'same' Conv1D, optional FiLM, activation, optional LayerNorm (per frame, so
+padding-safe) and dropout. The baseline decoder.
+"""
+
+from __future__ import annotations
+
+import keras
+import ml_collections
+
+from e2s_tf.models import base
+from e2s_tf.models import layers
+from e2s_tf.models import registry
+from e2s_tf.models import trainer
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Documented defaults of `config.model` for 'cnn'."""
+  config = ml_collections.ConfigDict()
+  # Registry name of the model.
+  config.name = "cnn"
+  # Hidden channels of every convolution.
+  config.channels = 256
+  # Number of hidden convolution layers (the output layer is extra).
+  config.num_layers = 5
+  # Kernel size (frames) of the hidden convolutions.
+  config.kernel_size = 5
+  # Kernel size (frames) of the output convolution to the bins.
+  config.output_kernel_size = 1
+  # Activation after each hidden convolution (a keras.activations name).
+  config.activation = "leaky_relu"
+  # Per-frame LayerNormalization after each hidden layer.
+  config.layer_norm = True
+  # Dropout rate after each hidden layer (training only).
+  config.dropout = 0.1
+  # Seed of the dropout masks.
+  config.seed = 0
+  base.speaker_fields(config)
+  return config
+
+
+class CnnDecoder(base.SequenceDecoder):
+  """Stack of masked Conv1D layers: `[B, T, D]` -> `[B, T, F]`."""
+
+  def __init__(self, embedding_dim: int, num_bins: int, channels: int = 256,
+               num_layers: int = 5, kernel_size: int = 5,
+               output_kernel_size: int = 1, activation: str = "leaky_relu",
+               layer_norm: bool = True, dropout: float = 0.1, seed: int = 0,
+               speaker_conditioning: str = "none", num_speakers: int = 0,
+               speaker_dim: int = 32, **kwargs):
+    if num_layers < 1 or channels < 1:
+      raise ValueError(f"cnn: need num_layers >= 1 and channels >= 1, got "
+                       f"{num_layers} and {channels}")
+    super().__init__(embedding_dim, num_bins, speaker_conditioning,
+                     num_speakers, speaker_dim,
+                     film_channels=[channels] * num_layers, **kwargs)
+    policy = self.dtype_policy
+    self.activation = keras.activations.get(activation)
+    self.convs = [layers.MaskedConv1D(channels, kernel_size, dtype=policy,
+                                      name=f"conv_{i}")
+                  for i in range(num_layers)]
+    self.norms = ([keras.layers.LayerNormalization(dtype=policy,
+                                                   name=f"norm_{i}")
+                   for i in range(num_layers)] if layer_norm else [])
+    self.dropout = keras.layers.Dropout(dropout, seed=seed, dtype=policy)
+    self.output_conv = layers.MaskedConv1D(num_bins, output_kernel_size,
+                                           dtype=policy, name="output")
+
+  def decode(self, x, mask, speaker_vector, training):
+    h = x
+    for i, conv in enumerate(self.convs):
+      h = conv(h, mask)
+      h = self.speaker.film(i, h, speaker_vector)
+      h = self.activation(h)
+      if self.norms:
+        h = self.norms[i](h)
+      h = self.dropout(h, training=training)
+    return self.output_conv(h, mask)
+
+
+def cnn_decoder(config: ml_collections.ConfigDict) -> CnnDecoder:
+  """A `CnnDecoder` from `config.model` and `config.data`."""
+  m = config.model
+  return CnnDecoder(
+      config.data.embedding_dim, config.data.num_bins, channels=m.channels,
+      num_layers=m.num_layers, kernel_size=m.kernel_size,
+      output_kernel_size=m.output_kernel_size, activation=m.activation,
+      layer_norm=m.layer_norm, dropout=m.dropout, seed=m.seed,
+      name="cnn_decoder", **base.speaker_kwargs(m))
+
+
+@registry.register("cnn", default_config)
+def build_cnn(config, log_stft_mean=None, log_stft_std=None):
+  decoder = base.initialize(cnn_decoder(config), config.data.embedding_dim)
+  model = trainer.ReconstructionModel(decoder, log_stft_mean, log_stft_std,
+                                      name="cnn")
+  return base.initialize(model, config.data.embedding_dim)

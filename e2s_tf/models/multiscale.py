@@ -1,0 +1,215 @@
+"""`multiscale`: a multi-receptive-field decoder with a 2-D spectral refiner.
+
+    embedding ─▶ input conv ─▶ N x [parallel branches (kernel k_i, dilation
+    d_i) ─▶ fuse (sum | concat + 1x1) ─▶ FiLM? ─▶ + residual ─▶ LayerNorm?]
+    ─▶ output conv to bins ─▶ residual Conv2D refiner over time x frequency
+
+Each branch sees a different temporal context (a kernel of 7 with dilation 4
+spans 25 frames, a quarter second), so short phonetic detail and longer
+prosodic context are decoded side by side; the refiner then sharpens the
+spectrogram locally across neighbouring bins, which the per-frame output
+projection cannot. Every convolution is masked (see layers.py).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import ml_collections
+import tensorflow as tf
+
+from e2s_tf.models import base
+from e2s_tf.models import layers
+from e2s_tf.models import registry
+from e2s_tf.models import trainer
+
+# How the parallel branches of a block are merged.
+FUSIONS = ("sum", "concat")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Documented defaults of `config.model` for 'multiscale'."""
+  config = ml_collections.ConfigDict()
+  # Registry name of the model.
+  config.name = "multiscale"
+  # Hidden channels of the input projection, branches and blocks.
+  config.channels = 128
+  # Kernel size (frames) of the input projection.
+  config.input_kernel_size = 3
+  # Number of multi-receptive-field blocks (each residual).
+  config.num_blocks = 3
+  # Kernel size (frames) of each parallel branch; one branch per entry.
+  config.branch_kernel_sizes = (3, 5, 7)
+  # Dilation of the first convolution of each branch (same length as above).
+  config.branch_dilations = (1, 2, 4)
+  # Convolutions per branch: the first dilated, the others not.
+  config.branch_depth = 2
+  # Merge of the branches: 'sum' (mean) or 'concat' (then a 1x1 convolution).
+  config.fusion = "concat"
+  # Activation before every convolution (a keras.activations name).
+  config.activation = "leaky_relu"
+  # Per-frame LayerNormalization after each block's residual sum.
+  config.layer_norm = True
+  # Dropout rate on each block's residual branch (training only).
+  config.dropout = 0.1
+  # Kernel size (frames) of the output projection to the bins.
+  config.output_kernel_size = 1
+  # Channels of the 2-D refiner over [frames, bins] (0 disables the refiner).
+  config.refine_channels = 8
+  # Conv2D layers of the refiner (the last one maps back to 1 channel).
+  config.refine_layers = 3
+  # Refiner kernel (frames, bins).
+  config.refine_kernel_size = (3, 3)
+  # Seed of the dropout masks.
+  config.seed = 0
+  base.speaker_fields(config)
+  return config
+
+
+class Branch(keras.layers.Layer):
+  """`depth` masked convs (the first dilated), each after the activation."""
+
+  def __init__(self, channels: int, kernel_size: int, dilation: int,
+               depth: int, activation: str, **kwargs):
+    super().__init__(**kwargs)
+    if depth < 1:
+      raise ValueError(f"{self.name}: branch_depth must be >= 1, got {depth}")
+    self.activation = keras.activations.get(activation)
+    self.channels = channels
+    self.convs = [
+        layers.MaskedConv1D(channels, kernel_size,
+                            dilation_rate=dilation if j == 0 else 1,
+                            dtype=self.dtype_policy, name=f"conv_{j}")
+        for j in range(depth)]
+
+  def build(self, input_shape):
+    shape = tuple(input_shape)
+    for conv in self.convs:
+      conv.build(shape)
+      shape = shape[:-1] + (self.channels,)
+
+  def call(self, x, mask):
+    for conv in self.convs:
+      x = conv(self.activation(x), mask)
+    return x
+
+
+class MultiReceptiveFieldBlock(keras.layers.Layer):
+  """Parallel dilated-conv branches, fused: `[B, T, C]` -> `[B, T, C]`.
+
+  Returns only the residual branch; the caller adds it to its input.
+  """
+
+  def __init__(self, channels: int, kernel_sizes: Sequence[int],
+               dilations: Sequence[int], depth: int, fusion: str,
+               activation: str, **kwargs):
+    super().__init__(**kwargs)
+    if len(kernel_sizes) != len(dilations) or not kernel_sizes:
+      raise ValueError(f"{self.name}: branch_kernel_sizes "
+                       f"{tuple(kernel_sizes)} and branch_dilations "
+                       f"{tuple(dilations)} must be "
+                       "non-empty and equally long")
+    if fusion not in FUSIONS:
+      raise ValueError(f"unknown fusion {fusion!r}; known: {FUSIONS}")
+    policy = self.dtype_policy
+    self.branches = [
+        Branch(channels, k, d, depth, activation, dtype=policy,
+               name=f"branch_{i}")
+        for i, (k, d) in enumerate(zip(kernel_sizes, dilations))]
+    self.fuse = (layers.MaskedConv1D(channels, 1, dtype=policy, name="fuse")
+                 if fusion == "concat" else None)
+    self.channels = channels
+
+  def build(self, input_shape):
+    for branch in self.branches:
+      branch.build(input_shape)
+    if self.fuse is not None:
+      self.fuse.build(tuple(input_shape[:-1]) +
+                      (self.channels * len(self.branches),))
+
+  def call(self, x, mask):
+    outputs = [branch(x, mask) for branch in self.branches]
+    if self.fuse is None:
+      return tf.add_n(outputs) / float(len(outputs))
+    return self.fuse(tf.concat(outputs, axis=-1), mask)
+
+
+class MultiscaleDecoder(base.SequenceDecoder):
+  """Multi-receptive-field decoder + 2-D refiner: `[B, T, D]` -> `[B, T, F]`."""
+
+  def __init__(self, embedding_dim: int, num_bins: int, channels: int = 128,
+               input_kernel_size: int = 3, num_blocks: int = 3,
+               branch_kernel_sizes: Sequence[int] = (3, 5, 7),
+               branch_dilations: Sequence[int] = (1, 2, 4),
+               branch_depth: int = 2, fusion: str = "concat",
+               activation: str = "leaky_relu", layer_norm: bool = True,
+               dropout: float = 0.1, output_kernel_size: int = 1,
+               refine_channels: int = 8, refine_layers: int = 3,
+               refine_kernel_size: Sequence[int] = (3, 3), seed: int = 0,
+               speaker_conditioning: str = "none", num_speakers: int = 0,
+               speaker_dim: int = 32, **kwargs):
+    if channels < 1 or num_blocks < 0:
+      raise ValueError(f"multiscale: need channels >= 1 and num_blocks >= 0, "
+                       f"got {channels} and {num_blocks}")
+    super().__init__(embedding_dim, num_bins, speaker_conditioning,
+                     num_speakers, speaker_dim,
+                     film_channels=[channels] * num_blocks, **kwargs)
+    policy = self.dtype_policy
+    self.channels = channels
+    self.activation = keras.activations.get(activation)
+    self.input_conv = layers.MaskedConv1D(channels, input_kernel_size,
+                                          dtype=policy, name="input")
+    self.blocks = [
+        MultiReceptiveFieldBlock(channels, branch_kernel_sizes,
+                                 branch_dilations, branch_depth, fusion,
+                                 activation, dtype=policy, name=f"block_{i}")
+        for i in range(num_blocks)]
+    self.norms = ([keras.layers.LayerNormalization(dtype=policy,
+                                                   name=f"norm_{i}")
+                   for i in range(num_blocks)] if layer_norm else [])
+    self.dropout = keras.layers.Dropout(dropout, seed=seed, dtype=policy)
+    self.output_conv = layers.MaskedConv1D(num_bins, output_kernel_size,
+                                           dtype=policy, name="output")
+    self.refiner = (
+        layers.SpectralRefiner(refine_channels, refine_layers,
+                               refine_kernel_size, activation, dtype=policy,
+                               name="refiner") if refine_channels > 0 else None)
+
+  def decode(self, x, mask, speaker_vector, training):
+    h = self.input_conv(x, mask)
+    for i, block in enumerate(self.blocks):
+      y = block(h, mask)
+      y = self.speaker.film(i, y, speaker_vector)
+      h = h + self.dropout(y, training=training)
+      if self.norms:
+        h = self.norms[i](h)
+    spectrogram = self.output_conv(self.activation(h), mask)
+    if self.refiner is not None:
+      spectrogram = self.refiner(spectrogram, mask)
+    return spectrogram
+
+
+def multiscale_decoder(config: ml_collections.ConfigDict,
+                       name: str = "multiscale_decoder") -> MultiscaleDecoder:
+  """A `MultiscaleDecoder` from `config.model` and `config.data`."""
+  m = config.model
+  return MultiscaleDecoder(
+      config.data.embedding_dim, config.data.num_bins, channels=m.channels,
+      input_kernel_size=m.input_kernel_size, num_blocks=m.num_blocks,
+      branch_kernel_sizes=tuple(m.branch_kernel_sizes),
+      branch_dilations=tuple(m.branch_dilations), branch_depth=m.branch_depth,
+      fusion=m.fusion, activation=m.activation, layer_norm=m.layer_norm,
+      dropout=m.dropout, output_kernel_size=m.output_kernel_size,
+      refine_channels=m.refine_channels, refine_layers=m.refine_layers,
+      refine_kernel_size=tuple(m.refine_kernel_size), seed=m.seed, name=name,
+      **base.speaker_kwargs(m))
+
+
+@registry.register("multiscale", default_config)
+def build_multiscale(config, log_stft_mean=None, log_stft_std=None):
+  decoder = base.initialize(multiscale_decoder(config),
+                            config.data.embedding_dim)
+  model = trainer.ReconstructionModel(decoder, log_stft_mean, log_stft_std,
+                                      name="multiscale")
+  return base.initialize(model, config.data.embedding_dim)
