@@ -267,7 +267,11 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
     log(f"resumed from {manager.latest_checkpoint} at step {int(step)}")
 
   # The input signature keeps one trace for every batch shape.
-  spec = {k: v for k, v in _make_train_data(config, data_dir, 0).element_spec
+  # Dynamic batch and frame dimensions, so that train batches of any mode and
+  # the evaluation's bucketed batches share the signature.
+  spec = {k: tf.TensorSpec([None, None, v.shape[-1]] if v.shape.rank == 3
+                          else [None] * v.shape.rank, v.dtype)
+          for k, v in _make_train_data(config, data_dir, 0).element_spec
           .items() if k in STEP_KEYS}
   train_step = tf.function(model.train_step, input_signature=[spec],
                            jit_compile=config.train.jit_compile)
@@ -288,6 +292,7 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
   start_step = int(step)
   last_log_time, last_log_step = start_time, start_step
   frames_since_log = 0
+  frames_total = 0
   values: dict[str, float] = {}
   last_valid: dict[str, float] = {}
   profiling = False
@@ -337,7 +342,9 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
             "re-run to resume from it")
       step.assign_add(1)
       position.assign_add(1)
-      frames_since_log += int(tf.reduce_sum(batch["length"]))
+      batch_frames = int(tf.reduce_sum(batch["length"]))
+      frames_since_log += batch_frames
+      frames_total += batch_frames
       s = int(step)
       if profiling and s >= profile[1]:
         tf.profiler.experimental.stop()
@@ -394,7 +401,10 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
   log(f"done: step {int(step)} in {_duration(total)} "
       f"({(int(step) - start_step) / max(total, 1e-9):.2f} steps/s); "
       f"checkpoints in {manager.directory}")
-  return {**values, **{f"valid_{k}": v for k, v in last_valid.items()}}
+  return {**values, **{f"valid_{k}": v for k, v in last_valid.items()},
+          "steps": int(step) - start_step, "wall_seconds": total,
+          "frames": frames_total,
+          "frames_per_sec": frames_total / max(total, 1e-9)}
 
 
 def restore_network(workdir: str) -> tuple[keras.Model, ml_collections.ConfigDict,

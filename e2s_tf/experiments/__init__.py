@@ -1,0 +1,1 @@
+"""Experiments that answer the original questions with numbers."""

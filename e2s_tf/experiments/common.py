@@ -1,0 +1,189 @@
+"""Shared machinery of the experiments: data, train + evaluate, tables."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from configs import base as base_config
+from configs import testing as testing_config
+from e2s_tf import corpus
+from e2s_tf import evaluate_lib
+from e2s_tf import export_lib
+from e2s_tf import preprocess_lib
+from e2s_tf import records
+from e2s_tf import spectral
+from e2s_tf import train_lib
+
+
+def machine() -> str:
+  """A one-line description of this machine for the tables."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  return (f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()}, "
+          f"TensorFlow {tf.__version__}, no GPU"
+          if not tf.config.list_physical_devices("GPU") else
+          f"{os.cpu_count()} CPU cores, GPU "
+          f"{tf.config.list_physical_devices('GPU')[0].name}")
+
+
+def demo_data(work_dir: str, quick: bool, log=print) -> str:
+  """The default corpus (or a tiny one with `quick`) through logmel."""
+  corpus_dir = os.path.join(work_dir, "corpus")
+  data_dir = os.path.join(work_dir, "tfrecords")
+  speakers, utterances = (3, 4) if quick else (8, 40)
+  manifest = corpus.make_corpus(corpus_dir, speakers=speakers,
+                                utterances=utterances, progress=not quick)
+  if quick:
+    preprocess_lib.run_preprocess(manifest, data_dir, "logmel",
+                                  split_by="utterance", valid_fraction=0.25,
+                                  test_fraction=0.0, num_workers=1,
+                                  progress=False)
+  else:
+    preprocess_lib.run_preprocess(manifest, data_dir, "logmel",
+                                  split_by="speaker", progress=True)
+  log(f"data: {data_dir}")
+  return data_dir
+
+
+def experiment_config(model: str, steps: int, quick: bool):
+  config = (testing_config.get_config(model) if quick else
+            base_config.get_config(model))
+  config.train.num_steps = steps
+  config.train.eval_every = max(steps, 1)
+  config.train.checkpoint_every = max(steps, 1)
+  config.train.log_every = max(1, min(50, steps // 5 or 1))
+  config.train.warmup_steps = min(config.train.warmup_steps, max(steps // 5, 1))
+  return config
+
+
+def train_and_evaluate(config, data_dir: str, workdir: str, split: str = "valid",
+                       max_items: Optional[int] = None,
+                       log=print) -> dict[str, float]:
+  """Trains from scratch, exports and evaluates `model` on `split`."""
+  shutil.rmtree(workdir, ignore_errors=True)
+  start = time.time()
+  trained = train_lib.train(config, data_dir, os.path.join(workdir, "run"),
+                            log=log)
+  export_dir = os.path.join(workdir, "export")
+  export_lib.export(os.path.join(workdir, "run"), export_dir)
+  result = evaluate_lib.evaluate(export_dir, data_dir, split,
+                                 os.path.join(workdir, "eval"),
+                                 max_items=max_items, num_figures=0,
+                                 num_audio=0, systems=["model"],
+                                 progress=False)["model"]
+  return {"lsd_db": result["lsd_db"], "pesq_wb": result["pesq_wb"],
+          "stoi": result["stoi"], "train_frames_per_sec":
+          trained["frames_per_sec"], "train_seconds": trained["wall_seconds"],
+          "wall_seconds": time.time() - start, "steps": trained["steps"],
+          "eval_items": result["num_items"]}
+
+
+def markdown_table(columns: Sequence[tuple[str, str, str]],
+                   rows: Sequence[Mapping[str, Any]]) -> str:
+  """columns: (key, header, format); rows: dicts."""
+  head = "| " + " | ".join(h for _, h, _ in columns) + " |"
+  rule = "|" + "|".join("---" if i == 0 else "---:"
+                        for i in range(len(columns))) + "|"
+  lines = [head, rule]
+  for row in rows:
+    cells = []
+    for key, _, fmt in columns:
+      v = row.get(key)
+      if isinstance(v, float) and math.isnan(v):
+        cells.append("n/a")
+      elif isinstance(v, (int, float)) and fmt:
+        cells.append(format(v, fmt))
+      else:
+        cells.append(str(v))
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def write_report(path: str, title: str, command: str, intro: str, table: str,
+                 notes: str, results: Any):
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  text = (f"# {title}\n\n{intro}\n\n- command: `{command}`\n"
+          f"- machine: {machine()}\n- date: {time.strftime('%Y-%m-%d')}\n\n"
+          f"{table}\n\n{notes}\n")
+  with open(path, "w") as f:
+    f.write(text)
+  with open(os.path.splitext(path)[0] + ".json", "w") as f:
+    json.dump(results, f, indent=1)
+
+
+# ----------------------------------------------------------------------------
+# Derived datasets (framing experiment).
+
+
+def derive_dataset(data_dir: str, out_dir: str, stft: spectral.StftConfig,
+                   transform: Callable[[dict], Optional[dict]]):
+  """Writes a copy of `data_dir` whose examples went through `transform`.
+
+  `transform(example)` gets the parsed example (NumPy: embedding, log_stft,
+  audio, id, speaker, speaker_index) and returns the new one (same keys) or
+  None to drop it. The statistics are recomputed on the new train split.
+  """
+  info = records.read_dataset_info(data_dir)
+  shutil.rmtree(out_dir, ignore_errors=True)
+  os.makedirs(out_dir)
+  new = json.loads(json.dumps(info))
+  new["stft"] = stft.to_dict()
+  sums = {}
+  count = 0
+  lengths = {}
+  for split in info["splits"]:
+    name = records.shard_name(split, 0, 1)
+    frames, n, samples = 0, 0, 0
+    with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as w:
+      for raw in tf.data.TFRecordDataset(records.split_files(data_dir, split,
+                                                             info)):
+        ex = records.parse_example(raw, with_audio=True)
+        ex = {k: (v.numpy().decode() if k in ("id", "speaker") else
+                  v.numpy()) for k, v in ex.items()}
+        ex = transform(ex)
+        if ex is None or ex["embedding"].shape[0] == 0:
+          continue
+        w.write(records.serialize_example(
+            ex["id"], ex["embedding"], ex["log_stft"], ex["audio"],
+            ex["speaker"], int(ex["speaker_index"])))
+        t = ex["embedding"].shape[0]
+        frames, n, samples = frames + t, n + 1, samples + ex["audio"].shape[0]
+        lengths.setdefault(split, []).append(t)
+        if split == "train":
+          for key in ("embedding", "log_stft"):
+            a = ex[key].astype(np.float64)
+            sums[key] = sums.get(key, 0) + a.sum(0)
+            sums[key + "2"] = sums.get(key + "2", 0) + np.square(a).sum(0)
+          count += t
+    new["splits"][split].update(num_examples=n, num_frames=frames,
+                                num_audio_seconds=samples / stft.sample_rate,
+                                num_shards=1, files=[name])
+  for key in ("embedding", "log_stft"):
+    mean = sums[key] / count
+    std = np.sqrt(np.maximum(sums[key + "2"] / count - mean ** 2, 0))
+    new["stats"][f"{key}_mean"] = mean.astype(np.float32).tolist()
+    new["stats"][f"{key}_std"] = np.maximum(std, 1e-3).astype(
+        np.float32).tolist()
+  new["length_quantiles"] = {
+      s: {str(q): float(np.quantile(v, q))
+          for q in preprocess_lib.QUANTILES} for s, v in lengths.items()}
+  new["fingerprint"] = "derived"
+  with open(os.path.join(out_dir, records.DATASET_INFO), "w") as f:
+    json.dump(new, f, indent=1)
+  return out_dir
