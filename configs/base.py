@@ -40,6 +40,11 @@ def get_config(model: str = "multiscale") -> ml_collections.ConfigDict:
   # Reconstruction loss weights (e2s_tf/losses.py).
   config.loss = losses.default_loss_config()
 
+  # tf.distribute: 'default' (one device), 'mirrored' (all local GPUs, or the
+  # CPUs) or 'multi_worker' (MultiWorkerMirroredStrategy, cluster from
+  # TF_CONFIG). The batch of config.data is the global batch.
+  config.distribution = "default"
+
   # Optimisation and bookkeeping.
   config.train = ml_collections.ConfigDict()
   # Total optimiser steps; the same command resumes up to this many.

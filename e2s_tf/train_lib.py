@@ -70,6 +70,34 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
+DISTRIBUTIONS = ("default", "mirrored", "multi_worker")
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+  """`default` (one device), `mirrored` (the local GPUs, or CPUs) or
+  `multi_worker` (MultiWorkerMirroredStrategy from TF_CONFIG)."""
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    return tf.distribute.MirroredStrategy(devices)
+  if name == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  raise ValueError(f"config.distribution must be one of {DISTRIBUTIONS}, got "
+                   f"{name!r}")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """True on the worker that writes summaries and the real checkpoints."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return True
+  return resolver.task_type == "chief" or (
+      resolver.task_type == "worker" and resolver.task_id == 0 and
+      "chief" not in resolver.cluster_spec().as_dict())
+
+
 def _learning_rate(config, peak):
   t = config.train
   warmup = min(t.warmup_steps, max(t.num_steps - 1, 0))
@@ -152,15 +180,15 @@ def _duration(seconds: float) -> str:
 class _Evaluator:
   """Validation losses, metrics and summaries of fixed items."""
 
-  def __init__(self, config, data_dir, info, model, step_fn):
+  def __init__(self, config, data_dir, info, model, step_fn, enabled=True):
     self.config = config
     self.info = info
     self.model = model
     self.stft = spectral.StftConfig.from_dict(info["stft"])
     self.normalizer = data_lib.Normalizer.from_info(info)
     self.step_fn = step_fn
-    self.available = "valid" in info["splits"] and info["splits"]["valid"][
-        "num_examples"] > 0
+    self.available = enabled and "valid" in info["splits"] and info[
+        "splits"]["valid"]["num_examples"] > 0
     if not self.available:
       return
     self.dataset = _make_eval_data(config, data_dir)
@@ -247,21 +275,39 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
   shutil.copyfile(os.path.join(data_dir, records.DATASET_INFO),
                   os.path.join(workdir, records.DATASET_INFO))
 
+  strategy = make_strategy(config.distribution)
+  chief = is_chief(strategy)
+  replicas = strategy.num_replicas_in_sync
+  if not chief:
+    log = lambda *_: None  # pylint: disable=unnecessary-lambda-assignment
+  if replicas > 1:
+    log(f"{config.distribution}: {replicas} replicas; the global batch is "
+        "split across them")
   keras.utils.set_random_seed(config.train.seed)
   keras.mixed_precision.set_global_policy(config.train.precision)
   try:
-    model = build_model(config, info)
+    with strategy.scope():
+      model = build_model(config, info)
   finally:
     keras.mixed_precision.set_global_policy("float32")
-
+  # Bookkeeping on the host, outside the strategy.
   step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
   epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
   position = tf.Variable(0, dtype=tf.int64, trainable=False, name="position")
+
   ckpt = tf.train.Checkpoint(model=model, step=step, epoch=epoch,
                              position=position, **_optimizers(model))
+  # Every worker saves (the save is collective); only the chief's copy is
+  # kept, the others write to a scratch directory removed at the end.
+  checkpoint_dir = os.path.join(workdir, CHECKPOINT_DIR)
+  if not chief:
+    checkpoint_dir = os.path.join(
+        workdir, f".worker_{strategy.cluster_resolver.task_id}_checkpoints")
+    if tf.io.gfile.exists(os.path.join(workdir, CHECKPOINT_DIR)):
+      ckpt.restore(tf.train.latest_checkpoint(
+          os.path.join(workdir, CHECKPOINT_DIR)))
   manager = tf.train.CheckpointManager(
-      ckpt, os.path.join(workdir, CHECKPOINT_DIR),
-      max_to_keep=config.train.keep_checkpoints)
+      ckpt, checkpoint_dir, max_to_keep=config.train.keep_checkpoints)
   if manager.latest_checkpoint:
     ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     log(f"resumed from {manager.latest_checkpoint} at step {int(step)}")
@@ -273,16 +319,36 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
                           else [None] * v.shape.rank, v.dtype)
           for k, v in _make_train_data(config, data_dir, 0).element_spec
           .items() if k in STEP_KEYS}
-  train_step = tf.function(model.train_step, input_signature=[spec],
-                           jit_compile=config.train.jit_compile)
-  eval_step = tf.function(model.test_step, input_signature=[spec])
+  def distributed(fn):
+    if replicas == 1 and config.distribution == "default":
+      return fn
 
-  writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
-  valid_writer = tf.summary.create_file_writer(os.path.join(workdir, "valid"))
+    def run(batch):
+      out = strategy.run(fn, args=(batch,))
+      return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+              for k, v in out.items()}
+    return run
+
+  train_step = tf.function(distributed(model.train_step),
+                           jit_compile=config.train.jit_compile and
+                           replicas == 1,
+                           input_signature=None if replicas > 1 else [spec])
+  eval_step = tf.function(distributed(model.test_step),
+                          input_signature=None if replicas > 1 else [spec])
+
+  if chief:
+    writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
+    valid_writer = tf.summary.create_file_writer(
+        os.path.join(workdir, "valid"))
+  else:
+    writer = valid_writer = tf.summary.create_noop_writer()
   if int(step) == 0:
     with writer.as_default():
       summaries.write_config(config_to_json(config))
-  evaluator = _Evaluator(config, data_dir, info, model, eval_step)
+  # Periodic validation runs where it is cheap to keep consistent; with
+  # several workers, evaluate the export instead (e2s_tf.evaluate).
+  evaluator = _Evaluator(config, data_dir, info, model, eval_step,
+                         enabled=config.distribution != "multi_worker")
 
   num_steps = config.train.num_steps
   profile = tuple(profile_steps or ())
@@ -322,6 +388,12 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
     resume_position = int(position)
     if resume_position:
       dataset = dataset.skip(resume_position)
+    if replicas > 1 or config.distribution != "default":
+      options = tf.data.Options()
+      options.experimental_distribute.auto_shard_policy = (
+          tf.data.experimental.AutoShardPolicy.DATA)
+      dataset = strategy.experimental_distribute_dataset(
+          dataset.with_options(options))
     got_batch = False
     for batch in dataset:
       got_batch = True
@@ -342,7 +414,10 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
             "re-run to resume from it")
       step.assign_add(1)
       position.assign_add(1)
-      batch_frames = int(tf.reduce_sum(batch["length"]))
+      lengths = batch["length"]
+      if isinstance(lengths, tf.distribute.DistributedValues):
+        lengths = tf.concat(strategy.experimental_local_results(lengths), 0)
+      batch_frames = int(tf.reduce_sum(lengths))
       frames_since_log += batch_frames
       frames_total += batch_frames
       s = int(step)
@@ -397,6 +472,8 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
     save()
   writer.flush()
   valid_writer.flush()
+  if not chief:
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
   total = time.time() - start_time
   log(f"done: step {int(step)} in {_duration(total)} "
       f"({(int(step) - start_step) / max(total, 1e-9):.2f} steps/s); "

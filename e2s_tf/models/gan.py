@@ -212,8 +212,8 @@ class GanModel(keras.Model):
     d_vars = self.discriminator.trainable_variables
     with tf.GradientTape(persistent=True) as tape:
       values, d_loss, g_loss = self.adversarial_losses(batch, training=True)
-      d_scaled = self.d_optimizer.scale_loss(d_loss)
-      g_scaled = self.g_optimizer.scale_loss(g_loss)
+      d_scaled = self.d_optimizer.scale_loss(trainer.per_replica(d_loss))
+      g_scaled = self.g_optimizer.scale_loss(trainer.per_replica(g_loss))
     d_grads = tape.gradient(d_scaled, d_vars)
     g_grads = tape.gradient(g_scaled, g_vars)
     del tape

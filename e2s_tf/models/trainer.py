@@ -76,10 +76,19 @@ def reconstruction_step(network: keras.Model,
     pred = network(embedding, mask, speaker, training=True)
     values = reconstruction_loss(target, pred, mask)
     loss = values["loss"] + regularization(network)
-    scaled = optimizer.scale_loss(loss)
+    scaled = optimizer.scale_loss(per_replica(loss))
   grads = tape.gradient(scaled, variables)
   optimizer.apply(grads, variables)
   return values
+
+
+def per_replica(loss: tf.Tensor) -> tf.Tensor:
+  """`loss / replicas`: under tf.distribute the optimizer sums the replicas'
+  gradients, so each replica's mean loss is divided by their number (as
+  keras.Model.fit does); a no-op without a strategy."""
+  replicas = tf.distribute.get_replica_context()
+  n = replicas.num_replicas_in_sync if replicas is not None else 1
+  return loss if n == 1 else loss / tf.cast(n, loss.dtype)
 
 
 def regularization(network: keras.Model) -> tf.Tensor:
