@@ -2,6 +2,22 @@ r"""Manifest -> TFRecord shards + dataset_info.json.
 
     python -m e2s_tf.preprocess --manifest=data/corpus/manifest.jsonl \
         --out_dir=data/tfrecords --embedder=logmel
+
+Without `--runner` the items run over a local process pool
+(`preprocess_lib.run_preprocess`). With `--runner=DirectRunner` (or
+DataflowRunner, FlinkRunner, SparkRunner, ...) the same work runs as an Apache
+Beam pipeline (`beam_preprocess.run_beam_preprocess`), with the same examples
+and dataset_info.json. Every flag this program does not define is passed to
+Beam as a pipeline option; write them as `--name=value`, e.g.
+
+    python -m e2s_tf.preprocess --manifest=M --out_dir=gs://bucket/T \
+        --runner=DataflowRunner --project=my-project --region=europe-west1 \
+        --temp_location=gs://bucket/tmp --sdk_container_image=IMAGE
+
+The DirectRunner defaults to `--num_workers` processes
+(`--direct_running_mode=multi_processing`); its own `--direct_num_workers` /
+`--direct_running_mode` options override that. Unknown flags without
+`--runner` are an error.
 """
 
 import json
@@ -39,11 +55,16 @@ _FRAME_TOLERANCE = flags.DEFINE_integer(
     "a larger mismatch rejects the item.")
 _ITEMS_PER_SHARD = flags.DEFINE_integer("items_per_shard", 64,
                                         "Examples per TFRecord shard.")
-_NUM_WORKERS = flags.DEFINE_integer("num_workers", None,
-                                    "Worker processes (default: all cores).")
+_NUM_WORKERS = flags.DEFINE_integer(
+    "num_workers", None, "Worker processes, locally or on the DirectRunner "
+    "(default: the cores, at most 8).")
 _MAX_REJECTED = flags.DEFINE_float(
     "max_rejected_fraction", 0.2,
     "Fail when more than this share of the items is rejected.")
+_RUNNER = flags.DEFINE_string(
+    "runner", "", "Apache Beam runner (DirectRunner, DataflowRunner, "
+    "FlinkRunner, SparkRunner, ...); empty: the local process pool. Flags "
+    "not defined here are passed to Beam as pipeline options.")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Replace a dataset made with other settings.")
 _FRAME_LENGTH = flags.DEFINE_integer(
@@ -58,27 +79,46 @@ _SAMPLE_RATE = flags.DEFINE_integer("sample_rate",
                                     "Sample rate of the project.")
 
 
+def _parse_flags(argv):
+  """Parses this program's flags; returns argv[0] and the rest, for Beam."""
+  try:
+    return flags.FLAGS(argv, known_only=True)
+  except flags.Error as e:
+    raise SystemExit(f"preprocess: error: {e}\nPass --helpshort or "
+                     "--helpfull to see help on flags.") from None
+
+
 def main(argv):
-  del argv
+  pipeline_args = argv[1:]
+  if pipeline_args and not _RUNNER.value:
+    raise app.UsageError(
+        f"unknown flags or arguments {pipeline_args}: pipeline options need "
+        "--runner (see --helpfull)")
   options = json.loads(_EMBEDDER_OPTIONS.value)
   if _NPY_TRANSPOSED.value:
     options["transpose"] = True
   config = spectral.StftConfig(
       sample_rate=_SAMPLE_RATE.value, frame_length=_FRAME_LENGTH.value,
       frame_step=_FRAME_STEP.value, fft_length=_FFT_LENGTH.value)
+  kwargs = dict(
+      embedder_spec=_EMBEDDER.value, embedder_options=options, config=config,
+      split_by=_SPLIT_BY.value, valid_fraction=_VALID.value,
+      test_fraction=_TEST.value, seed=_SEED.value,
+      frame_tolerance=_FRAME_TOLERANCE.value,
+      items_per_shard=_ITEMS_PER_SHARD.value, num_workers=_NUM_WORKERS.value,
+      max_rejected_fraction=_MAX_REJECTED.value, overwrite=_OVERWRITE.value)
   try:
-    preprocess_lib.run_preprocess(
-        _MANIFEST.value, _OUT_DIR.value, embedder_spec=_EMBEDDER.value,
-        embedder_options=options, config=config, split_by=_SPLIT_BY.value,
-        valid_fraction=_VALID.value, test_fraction=_TEST.value,
-        seed=_SEED.value, frame_tolerance=_FRAME_TOLERANCE.value,
-        items_per_shard=_ITEMS_PER_SHARD.value,
-        num_workers=_NUM_WORKERS.value,
-        max_rejected_fraction=_MAX_REJECTED.value,
-        overwrite=_OVERWRITE.value)
+    if _RUNNER.value:
+      # Imported only here: Apache Beam is needed by the pipeline path alone.
+      from e2s_tf import beam_preprocess  # pylint: disable=g-import-not-at-top
+      beam_preprocess.run_beam_preprocess(
+          _MANIFEST.value, _OUT_DIR.value, runner=_RUNNER.value,
+          pipeline_args=pipeline_args, **kwargs)
+    else:
+      preprocess_lib.run_preprocess(_MANIFEST.value, _OUT_DIR.value, **kwargs)
   except (preprocess_lib.PreprocessError, ValueError, FileNotFoundError) as e:
     raise SystemExit(f"preprocess: error: {e}") from None
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -1,10 +1,15 @@
 """Manifest -> train/valid/test TFRecord shards + dataset_info.json.
 
-One per-item function (`process_item`) turns a manifest item into a
-serialised example or a rejection; `run_preprocess` plans the splits, runs the
-items over a process pool, writes shards under temporary names, renames them
-when complete, accumulates the train statistics and writes
-`dataset_info.json` last. A directory with a `dataset_info.json` is complete.
+One per-item function (`process_item`, held with its embedder by an
+`ItemProcessor`) turns a manifest item into a serialised example or a
+rejection. `plan_preprocess` decides the splits, speakers and shards;
+`run_preprocess` runs the items over a process pool, writes shards under
+temporary names and adds every result to a `Summary` (counts, lengths, train
+statistics, rejections); `finish` writes the rejected report, checks the run,
+renames the shards and writes `dataset_info.json` last. A directory with a
+`dataset_info.json` is complete. `e2s_tf.beam_preprocess` runs the same plan,
+per-item function, `Summary` (as a Beam combiner) and `finish` as an Apache
+Beam pipeline.
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ class ItemResult:
 
   @property
   def ok(self) -> bool:
-    return self.example is not None
+    """Accepted (the Beam path drops `example` once it is written)."""
+    return self.reason is None
 
 
 def _reject(item, reason, detail) -> ItemResult:
@@ -194,31 +200,51 @@ def assign_splits(items: Sequence[Mapping[str, Any]], split_by: str,
 # ----------------------------------------------------------------------------
 # Running over items.
 
+
+class ItemProcessor:
+  """`process_item` with its embedder: what one worker holds.
+
+  The local process pool builds one per worker process, the Beam pipeline one
+  per DoFn instance (in `setup`); both call it on `(item, speaker_index)`
+  tasks, so the two paths share the per-item function and its error handling.
+  """
+
+  def __init__(self, embedder_spec: str, embedder_options: Mapping[str, Any],
+               config_dict: Mapping[str, Any], frame_tolerance: int):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+      # Parallelism comes from the workers; one op thread each avoids
+      # oversubscribing the cores. Too late (and harmless) where TF already
+      # runs, e.g. in the launcher of a one-process run.
+      tf.config.threading.set_intra_op_parallelism_threads(1)
+      tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+      pass
+    self.config = spectral.StftConfig.from_dict(dict(config_dict))
+    self.embedder = embedders.get_embedder(embedder_spec, self.config,
+                                           **dict(embedder_options))
+    self.frame_tolerance = frame_tolerance
+
+  def __call__(self, task: tuple[Mapping[str, Any], int]) -> ItemResult:
+    item, speaker_index = task
+    try:
+      return process_item(item, self.embedder, self.config,
+                          self.frame_tolerance, speaker_index)
+    except Exception as e:  # pylint: disable=broad-except
+      # One broken item never takes the run down; it is reported by name.
+      return _reject(item, "embedding_error", f"{type(e).__name__}: {e}")
+
+
 _WORKER = {}
 
 
 def _init_worker(embedder_spec, embedder_options, config_dict, frame_tolerance):
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  try:
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-  except RuntimeError:
-    pass
-  config = spectral.StftConfig.from_dict(config_dict)
-  _WORKER["config"] = config
-  _WORKER["embedder"] = embedders.get_embedder(embedder_spec, config,
-                                               **embedder_options)
-  _WORKER["frame_tolerance"] = frame_tolerance
+  _WORKER["processor"] = ItemProcessor(embedder_spec, embedder_options,
+                                       config_dict, frame_tolerance)
 
 
-def _work(args) -> ItemResult:
-  item, speaker_index = args
-  try:
-    return process_item(item, _WORKER["embedder"], _WORKER["config"],
-                        _WORKER["frame_tolerance"], speaker_index)
-  except Exception as e:  # pylint: disable=broad-except
-    # One broken item never takes the run down; it is reported by name.
-    return _reject(item, "embedding_error", f"{type(e).__name__}: {e}")
+def _work(task) -> ItemResult:
+  return _WORKER["processor"](task)
 
 
 def _iterate(tasks, embedder_spec, embedder_options, config, frame_tolerance,
@@ -237,31 +263,11 @@ def _iterate(tasks, embedder_spec, embedder_options, config, frame_tolerance,
 
 
 # ----------------------------------------------------------------------------
-# Writing.
+# Totals: what dataset_info is made of, mergeable so that Beam combines them.
 
-
-class _ShardWriter:
-  """Round-robin writer of one split's shards, under `.tmp` names until done."""
-
-  def __init__(self, out_dir, split, num_shards):
-    self.names = [records.shard_name(split, i, num_shards)
-                  for i in range(num_shards)]
-    self.paths = [os.path.join(out_dir, n) for n in self.names]
-    self._writers = [tf.io.TFRecordWriter(p + ".tmp") for p in self.paths]
-    self._next = 0
-
-  def write(self, example: bytes):
-    self._writers[self._next].write(example)
-    self._next = (self._next + 1) % len(self._writers)
-
-  def close(self, commit: bool):
-    for w in self._writers:
-      w.close()
-    for p in self.paths:
-      if commit:
-        os.replace(p + ".tmp", p)
-      elif os.path.exists(p + ".tmp"):
-        os.remove(p + ".tmp")
+_SUM_KEYS = ("embedding_sum", "embedding_sumsq", "log_stft_sum",
+             "log_stft_sumsq")
+_COUNT_KEYS = ("num_examples", "num_frames", "num_samples")
 
 
 class _Stats:
@@ -273,9 +279,13 @@ class _Stats:
 
   def add(self, r: ItemResult):
     self.count += r.num_frames
-    for k in ("embedding_sum", "embedding_sumsq", "log_stft_sum",
-              "log_stft_sumsq"):
+    for k in _SUM_KEYS:
       v = getattr(r, k)
+      self.sums[k] = self.sums.get(k, 0.0) + v
+
+  def merge(self, other: "_Stats"):
+    self.count += other.count
+    for k, v in other.sums.items():
       self.sums[k] = self.sums.get(k, 0.0) + v
 
   def finish(self, min_std=1e-3) -> dict[str, list[float]]:
@@ -287,6 +297,157 @@ class _Stats:
       out[f"{name}_std"] = np.maximum(np.sqrt(var), min_std).astype(
           np.float32).tolist()
     return out
+
+
+class Summary:
+  """Mergeable totals of `ItemResult`s, from which dataset_info is built.
+
+  The local path `add`s every result in turn; the Beam pipeline uses the same
+  object as the accumulator of a CombineFn (`add`, `merge`). It never holds
+  the examples: per split the counts and the frame lengths (for exact
+  quantiles), the train split's float64 sums and sums of squares, the trims,
+  and one small record per rejected item.
+  """
+
+  def __init__(self):
+    self.counts = {}      # split -> {num_examples, num_frames, num_samples}
+    self.lengths = {}     # split -> [frames of each example]
+    self.train_stats = _Stats()
+    self.trimmed = {"count": 0, "frames": 0}
+    self.rejected = []    # {"id", "split", "reason", "detail"}
+
+  def add(self, r: ItemResult) -> "Summary":
+    if not r.ok:
+      self.rejected.append({"id": r.item_id, "split": r.split,
+                            "reason": r.reason, "detail": r.detail})
+      return self
+    c = self.counts.setdefault(r.split, dict.fromkeys(_COUNT_KEYS, 0))
+    c["num_examples"] += 1
+    c["num_frames"] += r.num_frames
+    c["num_samples"] += r.num_samples
+    self.lengths.setdefault(r.split, []).append(r.num_frames)
+    if r.trimmed_frames:
+      self.trimmed["count"] += 1
+      self.trimmed["frames"] += r.trimmed_frames
+    if r.split == "train":
+      self.train_stats.add(r)
+    return self
+
+  def merge(self, other: "Summary") -> "Summary":
+    for split, c in other.counts.items():
+      mine = self.counts.setdefault(split, dict.fromkeys(_COUNT_KEYS, 0))
+      for k in _COUNT_KEYS:
+        mine[k] += c[k]
+    for split, v in other.lengths.items():
+      self.lengths.setdefault(split, []).extend(v)
+    self.train_stats.merge(other.train_stats)
+    for k in self.trimmed:
+      self.trimmed[k] += other.trimmed[k]
+    self.rejected.extend(other.rejected)
+    return self
+
+  def num_examples(self, split: Optional[str] = None) -> int:
+    if split is not None:
+      return self.counts.get(split, {}).get("num_examples", 0)
+    return sum(c["num_examples"] for c in self.counts.values())
+
+  def to_json(self) -> str:
+    """One line of JSON (float64 sums round-trip exactly)."""
+    return json.dumps({
+        "counts": self.counts, "lengths": self.lengths,
+        "trimmed": self.trimmed, "rejected": self.rejected,
+        "train_count": self.train_stats.count,
+        "train_sums": {k: np.asarray(v, np.float64).tolist()
+                       for k, v in self.train_stats.sums.items()}})
+
+  @classmethod
+  def from_json(cls, text: str) -> "Summary":
+    d = json.loads(text)
+    out = cls()
+    out.counts, out.lengths = d["counts"], d["lengths"]
+    out.trimmed, out.rejected = d["trimmed"], d["rejected"]
+    out.train_stats.count = d["train_count"]
+    out.train_stats.sums = {k: np.asarray(v, np.float64)
+                            for k, v in d["train_sums"].items()}
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Planning and finishing, shared by the local and the Beam runners.
+
+
+@dataclasses.dataclass
+class Plan:
+  """Everything decided before the first item is processed.
+
+  `complete` holds the existing dataset_info when `out_dir` already has the
+  result of this manifest and settings (then nothing else is filled in and
+  there is nothing to do).
+  """
+  manifest: str
+  out_dir: str
+  fingerprint: str
+  complete: Optional[dict[str, Any]] = None
+  config: spectral.StftConfig = spectral.DEFAULT
+  embedder: Optional[embedders.Embedder] = None
+  embedder_spec: str = ""
+  embedder_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+  split_by: str = "speaker"
+  seed: int = 0
+  frame_tolerance: int = 0
+  centre_offset_ms: float = 0.0
+  items: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+  splits: dict[str, str] = dataclasses.field(default_factory=dict)
+  speakers: list[str] = dataclasses.field(default_factory=list)
+  num_shards: dict[str, int] = dataclasses.field(default_factory=dict)
+
+  def tasks(self) -> list[tuple[dict[str, Any], int]]:
+    """`(item with its "_split", speaker_index)` per item, manifest order."""
+    index = {s: i for i, s in enumerate(self.speakers)}
+    return [(dict(it, _split=self.splits[it["id"]]),
+             index.get(it.get("speaker"), -1)) for it in self.items]
+
+  def shard_names(self, split: str) -> list[str]:
+    n = self.num_shards[split]
+    return [records.shard_name(split, i, n) for i in range(n)]
+
+  def shard_paths(self, split: str) -> list[str]:
+    return [os.path.join(self.out_dir, n) for n in self.shard_names(split)]
+
+
+class _ShardWriter:
+  """Round-robin writer of one split's shards, under `.tmp` names until done."""
+
+  def __init__(self, paths: Sequence[str]):
+    self.paths = list(paths)
+    self._writers = [tf.io.TFRecordWriter(p + ".tmp") for p in self.paths]
+    self._next = 0
+
+  def write(self, example: bytes):
+    self._writers[self._next].write(example)
+    self._next = (self._next + 1) % len(self._writers)
+
+  def close(self):
+    """Closes the files; `commit_shards` then renames or removes them."""
+    for w in self._writers:
+      w.close()
+
+
+def commit_shards(paths: Sequence[str], commit: bool):
+  """Renames each `<path>.tmp` to `<path>` (commit) or removes it.
+
+  Raises:
+    PreprocessError: committing, and a temporary shard is missing.
+  """
+  if commit:
+    missing = [p + ".tmp" for p in paths if not tf.io.gfile.exists(p + ".tmp")]
+    if missing:
+      raise PreprocessError(f"shards were not written: {missing[:3]}")
+  for p in paths:
+    if commit:
+      tf.io.gfile.rename(p + ".tmp", p, overwrite=True)
+    elif tf.io.gfile.exists(p + ".tmp"):
+      tf.io.gfile.remove(p + ".tmp")
 
 
 def _majority_dim(items, embedder, config, sample=16) -> int:
@@ -317,31 +478,34 @@ def _fingerprint(manifest_path, settings) -> str:
   return h.hexdigest()[:16]
 
 
+def _atomic_write_text(path, text):
+  with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+    f.write(text)
+  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
 def _atomic_write_json(path, obj):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-    f.write("\n")
-  os.replace(tmp, path)
+  _atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
-def run_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
-                   embedder_options: Optional[Mapping[str, Any]] = None,
-                   config: spectral.StftConfig = spectral.DEFAULT,
-                   split_by: str = "speaker", valid_fraction: float = 0.1,
-                   test_fraction: float = 0.1, seed: int = 0,
-                   frame_tolerance: int = 0, items_per_shard: int = 64,
-                   num_workers: Optional[int] = None,
-                   max_rejected_fraction: float = 0.2,
-                   overwrite: bool = False,
-                   progress: bool = True) -> dict[str, Any]:
-  """Runs the whole preprocessing; returns the dataset_info dict.
+def plan_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
+                    embedder_options: Optional[Mapping[str, Any]] = None,
+                    config: spectral.StftConfig = spectral.DEFAULT,
+                    split_by: str = "speaker", valid_fraction: float = 0.1,
+                    test_fraction: float = 0.1, seed: int = 0,
+                    frame_tolerance: int = 0, items_per_shard: int = 64,
+                    overwrite: bool = False, progress: bool = True) -> Plan:
+  """Checks the settings, prepares `out_dir` and decides splits and shards.
 
-  A re-run of a completed run with the same manifest and settings returns the
-  existing dataset_info without work; anything else (an interrupted run, other
-  settings with `overwrite`) rewrites the shards. Raises PreprocessError when
-  no item, or more than `max_rejected_fraction` of them, is usable (the
-  rejected-items report is written first).
+  Returns a Plan whose `complete` is the existing dataset_info when `out_dir`
+  already holds this manifest's result with these settings. Otherwise the
+  directory is cleared of an earlier run's dataset_info (first, so that a
+  half-rewritten directory never looks complete) and shards.
+
+  Raises:
+    PreprocessError: `out_dir` holds another dataset and not `overwrite`, no
+      items, an embedder whose hop differs from the STFT's.
+    ValueError, FileNotFoundError: bad split settings, a missing manifest.
   """
   embedder_options = dict(embedder_options or {})
   settings = dict(embedder=embedder_spec, options=embedder_options,
@@ -349,27 +513,31 @@ def run_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
                   valid_fraction=valid_fraction, test_fraction=test_fraction,
                   seed=seed, frame_tolerance=frame_tolerance,
                   items_per_shard=items_per_shard)
-  fingerprint = _fingerprint(manifest, settings)
+  plan = Plan(manifest=manifest, out_dir=out_dir,
+              fingerprint=_fingerprint(manifest, settings), config=config,
+              embedder_spec=embedder_spec, split_by=split_by, seed=seed,
+              frame_tolerance=frame_tolerance)
   info_path = os.path.join(out_dir, records.DATASET_INFO)
-  if os.path.exists(info_path):
-    with open(info_path) as f:
+  if tf.io.gfile.exists(info_path):
+    with tf.io.gfile.GFile(info_path) as f:
       old = json.load(f)
-    if old.get("fingerprint") == fingerprint:
+    if old.get("fingerprint") == plan.fingerprint:
       if progress:
         print(f"{out_dir}: already complete for this manifest and settings; "
               "nothing to do")
-      return old
+      plan.complete = old
+      return plan
     if not overwrite:
       raise PreprocessError(
           f"{out_dir} holds a dataset made from another manifest or other "
           "settings; pass --overwrite to replace it, or choose another --out_dir")
-  os.makedirs(out_dir, exist_ok=True)
+  tf.io.gfile.makedirs(out_dir)
   # The info file goes first so that a half-rewritten directory never looks
   # complete; stale shards and temporaries of an earlier run go too.
-  for name in os.listdir(out_dir):
+  for name in tf.io.gfile.listdir(out_dir):
     if name == records.DATASET_INFO or name.endswith(
         (records.SHARD_SUFFIX, records.SHARD_SUFFIX + ".tmp")):
-      os.remove(os.path.join(out_dir, name))
+      tf.io.gfile.remove(os.path.join(out_dir, name))
 
   items = corpus.read_manifest(manifest)
   if not items:
@@ -387,13 +555,13 @@ def run_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
   # Same hop, but the windows may differ (e.g. 30 ms embeddings against the
   # original 32 ms STFT window): frame centres are then this far apart, and
   # the frame counts can differ by a frame (see --frame_tolerance).
-  centre_offset_ms = 1000.0 * (
+  plan.centre_offset_ms = 1000.0 * (
       (config.frame_length - grid.frame_length) / 2.0 +
       (grid.frame_length // 2 if grid.center else 0)) / config.sample_rate
-  if centre_offset_ms and progress:
+  if plan.centre_offset_ms and progress:
     print(f"note: embedder frames ({grid.to_dict()}) and STFT frames "
-          f"(window {config.frame_length}) have centres {centre_offset_ms:+.2f} "
-          "ms apart")
+          f"(window {config.frame_length}) have centres "
+          f"{plan.centre_offset_ms:+.2f} ms apart")
   if embedder.dim is None:
     # Embedders that learn their dimension from the data (npy, a SavedModel
     # without a declared dim): fix it here, by majority over a sample of
@@ -402,105 +570,159 @@ def run_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
     embedder_options["dim"] = dim
     embedder = embedders.get_embedder(embedder_spec, config,
                                       **embedder_options)
-  splits = assign_splits(items, split_by, valid_fraction, test_fraction, seed)
-  speakers = sorted({it["speaker"] for it in items if it.get("speaker")})
-  speaker_index = {s: i for i, s in enumerate(speakers)}
-  planned = collections.Counter(splits.values())
-  writers = {s: _ShardWriter(out_dir, s,
-                             max(1, math.ceil(planned[s] / items_per_shard)))
-             for s in records.SPLITS if planned[s]}
-  tasks = []
-  for it in items:
-    it = dict(it, _split=splits[it["id"]])
-    tasks.append((it, speaker_index.get(it.get("speaker"), -1)))
+  plan.embedder, plan.embedder_options, plan.items = (embedder,
+                                                      embedder_options, items)
+  plan.splits = assign_splits(items, split_by, valid_fraction, test_fraction,
+                              seed)
+  plan.speakers = sorted({it["speaker"] for it in items if it.get("speaker")})
+  planned = collections.Counter(plan.splits.values())
+  plan.num_shards = {s: max(1, math.ceil(planned[s] / items_per_shard))
+                     for s in records.SPLITS if planned[s]}
+  return plan
 
-  counts = {s: collections.Counter() for s in writers}
-  lengths = collections.defaultdict(list)
-  train_stats = _Stats()
-  rejected = []
-  trimmed = collections.Counter()
-  workers = num_workers or min(os.cpu_count() or 1, 8)
-  start = time.time()
-  committed = False
-  try:
-    bar = tqdm.tqdm(total=len(tasks), desc="preprocess", unit="item",
-                    disable=not progress)
-    for r in _iterate(tasks, embedder_spec, embedder_options, config,
-                      frame_tolerance, workers):
-      bar.update(1)
-      if not r.ok:
-        rejected.append(r)
-        continue
-      writers[r.split].write(r.example)
-      c = counts[r.split]
-      c["num_examples"] += 1
-      c["num_frames"] += r.num_frames
-      c["num_samples"] += r.num_samples
-      lengths[r.split].append(r.num_frames)
-      if r.trimmed_frames:
-        trimmed["count"] += 1
-        trimmed["frames"] += r.trimmed_frames
-      if r.split == "train":
-        train_stats.add(r)
-    bar.close()
-    usable = sum(c["num_examples"] for c in counts.values())
-    report = os.path.join(out_dir, records.REJECTED_REPORT)
-    with open(report + ".tmp", "w") as f:
-      for r in rejected:
-        f.write(json.dumps({"id": r.item_id, "split": r.split,
-                            "reason": r.reason, "detail": r.detail}) + "\n")
-    os.replace(report + ".tmp", report)
-    if usable == 0 or counts.get("train", {}).get("num_examples", 0) == 0:
-      raise PreprocessError(
-          f"no usable training item among {len(items)}; see {report}")
-    if len(rejected) > max_rejected_fraction * len(items):
-      raise PreprocessError(
-          f"{len(rejected)} of {len(items)} items rejected, more than "
-          f"--max_rejected_fraction={max_rejected_fraction}; see {report}")
-    committed = True
-  finally:
-    for w in writers.values():
-      w.close(commit=committed)
 
-  by_reason = collections.Counter(r.reason for r in rejected)
-  info = {
+def write_rejected_report(plan: Plan, summary: Summary) -> str:
+  """Writes rejected.jsonl (manifest order); returns its path."""
+  order = {it["id"]: i for i, it in enumerate(plan.items)}
+  rows = sorted(summary.rejected, key=lambda r: order.get(r["id"], len(order)))
+  report = os.path.join(plan.out_dir, records.REJECTED_REPORT)
+  _atomic_write_text(report, "".join(
+      json.dumps({k: r[k] for k in ("id", "split", "reason", "detail")}) + "\n"
+      for r in rows))
+  return report
+
+
+def check_usable(plan: Plan, summary: Summary, report: str,
+                 max_rejected_fraction: float):
+  """Raises PreprocessError when the run cannot make a usable dataset."""
+  num_items = len(plan.items)
+  if summary.num_examples() == 0 or summary.num_examples("train") == 0:
+    raise PreprocessError(
+        f"no usable training item among {num_items}; see {report}")
+  if len(summary.rejected) > max_rejected_fraction * num_items:
+    raise PreprocessError(
+        f"{len(summary.rejected)} of {num_items} items rejected, more than "
+        f"--max_rejected_fraction={max_rejected_fraction}; see {report}")
+
+
+def build_dataset_info(plan: Plan, summary: Summary,
+                       seconds: float) -> dict[str, Any]:
+  """The dataset_info.json dict (layout in tfrecords/README.md)."""
+  zeros = dict.fromkeys(_COUNT_KEYS, 0)
+  by_reason = collections.Counter(r["reason"] for r in summary.rejected)
+  return {
       "version": 1,
-      "fingerprint": fingerprint,
-      "manifest": os.path.abspath(manifest),
-      "stft": config.to_dict(),
-      "embedder": embedder.describe(),
-      "split_by": split_by,
-      "seed": seed,
-      "frame_tolerance": frame_tolerance,
-      "centre_offset_ms": centre_offset_ms,
-      "speakers": speakers,
+      "fingerprint": plan.fingerprint,
+      "manifest": os.path.abspath(plan.manifest),
+      "stft": plan.config.to_dict(),
+      "embedder": plan.embedder.describe(),
+      "split_by": plan.split_by,
+      "seed": plan.seed,
+      "frame_tolerance": plan.frame_tolerance,
+      "centre_offset_ms": plan.centre_offset_ms,
+      "speakers": plan.speakers,
       "splits": {
-          s: {"num_examples": counts[s]["num_examples"],
-              "num_frames": counts[s]["num_frames"],
-              "num_audio_seconds": counts[s]["num_samples"] / config.sample_rate,
-              "num_shards": len(writers[s].names),
-              "num_speakers": len({it["speaker"] for it in items
-                                   if splits[it["id"]] == s and
+          s: {"num_examples": summary.counts.get(s, zeros)["num_examples"],
+              "num_frames": summary.counts.get(s, zeros)["num_frames"],
+              "num_audio_seconds": summary.counts.get(s, zeros)["num_samples"]
+                                   / plan.config.sample_rate,
+              "num_shards": n,
+              "num_speakers": len({it["speaker"] for it in plan.items
+                                   if plan.splits[it["id"]] == s and
                                    it.get("speaker")}),
-              "files": writers[s].names}
-          for s in writers},
-      "stats": train_stats.finish(),
+              "files": plan.shard_names(s)}
+          for s, n in plan.num_shards.items()},
+      "stats": summary.train_stats.finish(),
       "length_quantiles": {
           s: {str(q): float(np.quantile(v, q)) for q in QUANTILES}
-          for s, v in lengths.items()},
-      "rejected": {"count": len(rejected), "by_reason": dict(by_reason),
+          for s, v in summary.lengths.items()},
+      "rejected": {"count": len(summary.rejected), "by_reason": dict(by_reason),
                    "report": records.REJECTED_REPORT},
-      "trimmed": {"count": trimmed["count"], "frames": trimmed["frames"]},
-      "num_items": len(items),
-      "seconds": round(time.time() - start, 2),
+      "trimmed": dict(summary.trimmed),
+      "num_items": len(plan.items),
+      "seconds": round(seconds, 2),
   }
-  _atomic_write_json(info_path, info)
+
+
+def finish(plan: Plan, summary: Summary, start: float,
+           max_rejected_fraction: float, progress: bool) -> dict[str, Any]:
+  """Reports, checks, commits the `.tmp` shards and writes dataset_info last.
+
+  On a PreprocessError the temporary shards are removed and no
+  dataset_info.json is written (the rejected report is).
+  """
+  paths = [p for s in plan.num_shards for p in plan.shard_paths(s)]
+  committed = False
+  try:
+    report = write_rejected_report(plan, summary)
+    check_usable(plan, summary, report, max_rejected_fraction)
+    commit_shards(paths, commit=True)
+    committed = True
+  finally:
+    if not committed:
+      commit_shards(paths, commit=False)
+  info = build_dataset_info(plan, summary, time.time() - start)
+  _atomic_write_json(os.path.join(plan.out_dir, records.DATASET_INFO), info)
   if progress:
-    total = sum(c["num_examples"] for c in counts.values())
-    per_split = ", ".join(f"{s} {counts[s]['num_examples']}" for s in counts)
-    print(f"wrote {total} examples ({per_split}) to {out_dir} in "
-          f"{info['seconds']:.1f}s; rejected {len(rejected)}"
-          + (f" ({dict(by_reason)}), see {report}" if rejected else "")
+    rejected = summary.rejected
+    by_reason = info["rejected"]["by_reason"]
+    trimmed = summary.trimmed
+    per_split = ", ".join(f"{s} {summary.num_examples(s)}"
+                          for s in plan.num_shards)
+    print(f"wrote {summary.num_examples()} examples ({per_split}) to "
+          f"{plan.out_dir} in {info['seconds']:.1f}s; rejected {len(rejected)}"
+          + (f" ({by_reason}), see {report}" if rejected else "")
           + (f"; trimmed {trimmed['count']} items by {trimmed['frames']} frames"
              if trimmed["count"] else ""))
   return info
+
+
+def run_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
+                   embedder_options: Optional[Mapping[str, Any]] = None,
+                   config: spectral.StftConfig = spectral.DEFAULT,
+                   split_by: str = "speaker", valid_fraction: float = 0.1,
+                   test_fraction: float = 0.1, seed: int = 0,
+                   frame_tolerance: int = 0, items_per_shard: int = 64,
+                   num_workers: Optional[int] = None,
+                   max_rejected_fraction: float = 0.2,
+                   overwrite: bool = False,
+                   progress: bool = True) -> dict[str, Any]:
+  """Runs the whole preprocessing locally; returns the dataset_info dict.
+
+  A re-run of a completed run with the same manifest and settings returns the
+  existing dataset_info without work; anything else (an interrupted run, other
+  settings with `overwrite`) rewrites the shards. Raises PreprocessError when
+  no item, or more than `max_rejected_fraction` of them, is usable (the
+  rejected-items report is written first). `e2s_tf.beam_preprocess` runs the
+  same plan, per-item function and totals as an Apache Beam pipeline.
+  """
+  plan = plan_preprocess(manifest, out_dir, embedder_spec, embedder_options,
+                         config, split_by, valid_fraction, test_fraction,
+                         seed, frame_tolerance, items_per_shard, overwrite,
+                         progress)
+  if plan.complete is not None:
+    return plan.complete
+  tasks = plan.tasks()
+  summary = Summary()
+  workers = num_workers or min(os.cpu_count() or 1, 8)
+  start = time.time()
+  writers = {s: _ShardWriter(plan.shard_paths(s)) for s in plan.num_shards}
+  done = False
+  try:
+    bar = tqdm.tqdm(total=len(tasks), desc="preprocess", unit="item",
+                    disable=not progress)
+    for r in _iterate(tasks, plan.embedder_spec, plan.embedder_options,
+                      config, frame_tolerance, workers):
+      bar.update(1)
+      if r.ok:
+        writers[r.split].write(r.example)
+      summary.add(r)
+    bar.close()
+    done = True
+  finally:
+    for w in writers.values():
+      w.close()
+    if not done:
+      commit_shards([p for w in writers.values() for p in w.paths],
+                    commit=False)
+  return finish(plan, summary, start, max_rejected_fraction, progress)
