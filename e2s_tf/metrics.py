@@ -7,7 +7,8 @@ project's frame grid (the same frames, so no time warping is needed).
   20 log10 |Y|)^2), averaged over frames (magnitudes floored at 1e-5).
 - `spectral_convergence`: ||X| - |Y||_F / ||X||_F.
 - `mcd_db`: mel-cepstral distortion, (10 / ln 10) sqrt(2 sum_d (c_d - c'_d)^2)
-  over cepstra 1..24 of an 80-band log-mel power spectrum, averaged over frames.
+  over cepstra c1..c24 (orthonormal DCT) of the natural-log amplitude of an
+  80-band mel spectrum, averaged over frames.
 - `stoi`, `estoi`: (extended) short-time objective intelligibility (pystoi).
 - `pesq_wb`: wide-band PESQ (ITU-T P.862.2, the `pesq` package), MOS-LQO.
 """
@@ -80,8 +81,8 @@ def mel_cepstrum(audio: np.ndarray, config: spectral.StftConfig = spectral.DEFAU
   """Mel cepstra `[frames, 24]` (c1..c24) of a waveform."""
   power = np.square(_magnitude(audio, config))
   mel = power @ _mel_matrix(config, _MCD_MEL_BANDS)
-  ceps = scipy.fft.dct(np.log(np.maximum(mel, 1e-10)), type=2, norm="ortho",
-                       axis=-1)
+  log_amplitude = 0.5 * np.log(np.maximum(mel, 1e-10))
+  ceps = scipy.fft.dct(log_amplitude, type=2, norm="ortho", axis=-1)
   return ceps[:, 1:_MCD_COEFFS + 1]
 
 

@@ -1,0 +1,59 @@
+r"""Trains the frame-level speaker encoder and exports it as an embedder.
+
+    python -m e2s_tf.train_embedder --manifest=demo/corpus/manifest.jsonl \
+        --workdir=runs/speaker_encoder [--export_dir=WORKDIR/export] \
+        [--config=configs/speaker_encoder.py[:testing]] \
+        [--config.train.num_steps=800]
+
+Re-running the same command resumes from the last checkpoint. The export is
+usable as `--embedder=savedmodel:EXPORT_DIR` (frames `[T, 64]` on the
+project's grid) and by `e2s_tf.speaker_encoder.load_encoder` (utterance
+embeddings, identification).
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from e2s_tf import speaker_encoder  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_DEFAULT_CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+    "speaker_encoder.py")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", _DEFAULT_CONFIG,
+    "Config file (`--config.x=y` overrides; `:testing` for the tiny variant).")
+_MANIFEST = flags.DEFINE_string(
+    "manifest", None, "Manifest whose items have a `speaker`.", required=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Checkpoints, TensorBoard, config.json, speakers.json.",
+    required=True)
+_EXPORT_DIR = flags.DEFINE_string(
+    "export_dir", None,
+    "Where to write the SavedModel (default WORKDIR/export).")
+
+
+def main(argv):
+  del argv
+  export_dir = _EXPORT_DIR.value or os.path.join(_WORKDIR.value, "export")
+  try:
+    speaker_encoder.train(_CONFIG.value, _MANIFEST.value, _WORKDIR.value)
+    meta = speaker_encoder.export(_WORKDIR.value, export_dir)
+  except (speaker_encoder.TrainingError, ValueError, FileNotFoundError) as e:
+    raise SystemExit(f"train_embedder: error: {e}") from None
+  evaluation = meta["evaluation"]
+  accuracy = ", ".join(f"{k}={v:.4f}" for k, v in evaluation.items()
+                       if k != "step")
+  print(f"exported the speaker encoder (step {meta['step']}, "
+        f"{len(meta['speakers'])} speakers, frames [T, {meta['frame_dim']}]"
+        f"{'; ' + accuracy if accuracy else ''}) to {export_dir}: use "
+        f"--embedder=savedmodel:{export_dir}")
+
+
+if __name__ == "__main__":
+  app.run(main)
