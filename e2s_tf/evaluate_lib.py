@@ -10,6 +10,14 @@ Every system's audio is compared with the stored reference audio (the samples
 the frames cover) by the metrics of e2s_tf.metrics. `rtf` is the synthesis
 time of one item (batch of one, after a warm-up) over its duration.
 
+When the embedder is a speaker encoder exported by e2s_tf.train_embedder
+(`savedmodel:PATH` with PATH/speaker_encoder.json), two speaker metrics are
+added for every system: `speaker_cosine` (cosine between the encoder's
+utterance embeddings of the original and of the reconstruction) and
+`speaker_id_accuracy` (closed-set identification of the reconstruction
+against per-speaker centroids enrolled from the train split's originals),
+plus a `reference` row holding the identification accuracy of the originals.
+
 Writes metrics.json (per system: the means, `num_items`, per-item `items`),
 report.md (a table) and figures/<id>.png (target / prediction / error).
 """
@@ -34,6 +42,8 @@ from e2s_tf import records
 from e2s_tf import spectral
 
 SYSTEMS = ("model", "oracle_griffin_lim", "analytic")
+SPEAKER_METRICS = ("speaker_cosine", "speaker_id_accuracy")
+SPEAKER_ENCODER_JSON = "speaker_encoder.json"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 
@@ -99,6 +109,51 @@ class _Systems:
     return self._gl(np.asarray(magnitude, np.float32)[None]).numpy()[0]
 
 
+def speaker_encoder_dir(info: dict) -> Optional[str]:
+  """The export dir of the dataset's embedder when it is a speaker encoder."""
+  spec = str(info["embedder"].get("spec", ""))
+  if not spec.startswith("savedmodel:"):
+    return None
+  path = spec.split(":", 1)[1]
+  return path if os.path.exists(os.path.join(path, SPEAKER_ENCODER_JSON)) \
+      else None
+
+
+def speaker_metrics(encoder_dir: str, data_dir: str, items, audios):
+  """Per-system speaker metrics (see the module docstring).
+
+  Args:
+    encoder_dir: the speaker encoder export.
+    data_dir: dataset whose train split enrols the speakers.
+    items: the evaluated items (with `audio` and `speaker`).
+    audios: {system: [waveform per item]}.
+
+  Returns:
+    {system: {"speaker_cosine": [per item], "speaker_id_correct": [per item]}}
+    including "reference" (the originals).
+  """
+  from e2s_tf import speaker_encoder  # pylint: disable=g-import-not-at-top
+  encoder = speaker_encoder.load_encoder(encoder_dir)
+  enrol = _read_items(data_dir, "train", None)
+  enrolment = speaker_encoder.enroll(
+      encoder.utterance_embeddings([it["audio"] for it in enrol]),
+      [it["speaker"] for it in enrol])
+  labels = [it["speaker"] for it in items]
+  reference = encoder.utterance_embeddings([it["audio"] for it in items])
+  out = {}
+  for system, waves in [("reference", [it["audio"] for it in items])] + list(
+      audios.items()):
+    emb = (reference if system == "reference" else
+           encoder.utterance_embeddings(waves))
+    predicted = speaker_encoder.identify(emb, enrolment)
+    out[system] = {
+        "speaker_cosine": [float(c) for c in
+                           speaker_encoder.cosine(reference, emb)],
+        "speaker_id_correct": [float(p == l) for p, l in zip(predicted,
+                                                             labels)]}
+  return out
+
+
 def _timed(fn: Callable, item) -> tuple[np.ndarray, float]:
   t0 = time.perf_counter()
   out = fn(item)
@@ -139,14 +194,16 @@ def _figure(path, item_id, target_log, prediction_log, stft):
 def format_table(summary: dict[str, dict[str, Any]]) -> str:
   """Markdown table: a row per system, a column per metric."""
   names = metrics_lib.METRIC_NAMES
+  if any("speaker_cosine" in s for s in summary.values()):
+    names = names + SPEAKER_METRICS
   arrows = {m: ("↓" if m in metrics_lib.LOWER_IS_BETTER else "↑")
             for m in names}
   lines = ["| system | items | " + " | ".join(f"{m} {arrows[m]}" for m in names)
            + " |", "|---|---:|" + "---:|" * len(names)]
   for system, s in summary.items():
     lines.append(f"| {system} | {s['num_items']} | " + " | ".join(
-        f"{s[m]:.3f}" if not math.isnan(s[m]) else "n/a" for m in names) +
-                 " |")
+        f"{s[m]:.3f}" if not math.isnan(s.get(m, float("nan"))) else "n/a"
+        for m in names) + " |")
   return "\n".join(lines)
 
 
@@ -177,6 +234,8 @@ def evaluate(model_dir: str, data_dir: str, split: str, out_dir: str,
   for name in names:
     getattr(runner, name)(items[0])
   rows = {name: [] for name in names}
+  encoder_dir = speaker_encoder_dir(info)
+  audios = {name: [] for name in names}
   bar = tqdm.tqdm(total=len(items) * len(names), desc="evaluate",
                   unit="synthesis", disable=not progress)
   stft = decoder.stft
@@ -189,6 +248,8 @@ def evaluate(model_dir: str, data_dir: str, split: str, out_dir: str,
              **metrics_lib.all_metrics(reference, audio, stft,
                                        rtf=elapsed / seconds)}
       rows[name].append(row)
+      if encoder_dir:
+        audios[name].append(audio)
       if k < num_audio:
         audio_lib.save_wav(os.path.join(out_dir, "audio", name,
                                         f"{item['id']}.wav"), audio,
@@ -209,6 +270,20 @@ def evaluate(model_dir: str, data_dir: str, split: str, out_dir: str,
                     for m in metrics_lib.METRIC_NAMES}
     result[name]["num_items"] = len(r)
     result[name]["items"] = r
+  if encoder_dir:
+    per_system = speaker_metrics(encoder_dir, data_dir, items, audios)
+    for name, values in per_system.items():
+      if name not in result:  # the originals
+        result[name] = {m: (0.0 if m in ("lsd_db", "spectral_convergence",
+                                         "mcd_db") else float("nan"))
+                        for m in metrics_lib.METRIC_NAMES}
+        result[name]["num_items"] = len(items)
+        result[name]["items"] = [{"id": it["id"]} for it in items]
+      for row, cos, ok in zip(result[name]["items"], values["speaker_cosine"],
+                              values["speaker_id_correct"]):
+        row["speaker_cosine"], row["speaker_id_correct"] = cos, ok
+      result[name]["speaker_cosine"] = _mean(values["speaker_cosine"])
+      result[name]["speaker_id_accuracy"] = _mean(values["speaker_id_correct"])
   with open(os.path.join(out_dir, METRICS_FILE) + ".tmp", "w") as f:
     json.dump(result, f, indent=1)
   os.replace(os.path.join(out_dir, METRICS_FILE) + ".tmp",

@@ -140,6 +140,22 @@ def _optimizers(model) -> dict[str, Any]:
   return {"g_optimizer": model.g_optimizer, "d_optimizer": model.d_optimizer}
 
 
+def checkpoint_weights(model) -> dict[str, Any]:
+  """Every weight of `model` by its unique Keras path.
+
+  Checkpointed explicitly: a Keras 3 model does not expose layers kept in
+  Python lists to `tf.train.Checkpoint` dependency tracking, so
+  `Checkpoint(model=model)` alone can miss weights.
+  """
+  out = {}
+  for v in model.weights:
+    key = v.path
+    if key in out:
+      raise ValueError(f"two weights share the path {key!r}")
+    out[key] = v
+  return out
+
+
 def _network(model):
   return getattr(model, "network", None) or getattr(model, "generator")
 
@@ -295,8 +311,9 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
   epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
   position = tf.Variable(0, dtype=tf.int64, trainable=False, name="position")
 
-  ckpt = tf.train.Checkpoint(model=model, step=step, epoch=epoch,
-                             position=position, **_optimizers(model))
+  ckpt = tf.train.Checkpoint(weights=checkpoint_weights(model), step=step,
+                             epoch=epoch, position=position,
+                             **_optimizers(model))
   # Every worker saves (the save is collective); only the chief's copy is
   # kept, the others write to a scratch directory removed at the end.
   checkpoint_dir = os.path.join(workdir, CHECKPOINT_DIR)
@@ -491,7 +508,7 @@ def restore_network(workdir: str) -> tuple[keras.Model, ml_collections.ConfigDic
   with open(os.path.join(workdir, records.DATASET_INFO)) as f:
     info = json.load(f)
   model = build_model(config, info)
-  ckpt = tf.train.Checkpoint(model=model)
+  ckpt = tf.train.Checkpoint(weights=checkpoint_weights(model))
   latest = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
   if latest is None:
     raise FileNotFoundError(f"{workdir}: no checkpoint; train first")

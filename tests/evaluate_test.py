@@ -66,3 +66,50 @@ def test_mismatched_model_and_data_fail_clearly(tiny_export, tmp_path):
   with pytest.raises(ValueError, match="dimension"):
     evaluate_lib.evaluate(tiny_export, str(tmp_path / "d"), "test",
                           str(tmp_path / "o"), progress=False)
+
+
+def test_speaker_metrics_with_a_speaker_encoder_embedder(speech_corpus,
+                                                         tmp_path):
+  """Tiny encoder -> preprocessing through it -> decoder -> speaker metrics."""
+  from configs import speaker_encoder as encoder_config  # pylint: disable=g-import-not-at-top
+  from configs import testing  # pylint: disable=g-import-not-at-top
+  from e2s_tf import export_lib  # pylint: disable=g-import-not-at-top
+  from e2s_tf import preprocess_lib  # pylint: disable=g-import-not-at-top
+  from e2s_tf import speaker_encoder  # pylint: disable=g-import-not-at-top
+  from e2s_tf import train_lib  # pylint: disable=g-import-not-at-top
+  config = encoder_config.get_config("testing")
+  speaker_encoder.train(config, speech_corpus, str(tmp_path / "enc"),
+                        log=lambda *_: None)
+  encoder_dir = str(tmp_path / "enc_export")
+  speaker_encoder.export(str(tmp_path / "enc"), encoder_dir)
+  data_dir = str(tmp_path / "data")
+  preprocess_lib.run_preprocess(
+      speech_corpus, data_dir, "savedmodel:" + encoder_dir,
+      split_by="utterance", valid_fraction=0.0, test_fraction=0.25,
+      num_workers=1, progress=False)
+  decoder = testing.get_config("cnn")
+  decoder.train.num_steps = 2
+  decoder.train.eval_every = 100
+  train_lib.train(decoder, data_dir, str(tmp_path / "dec"),
+                  log=lambda *_: None)
+  export_lib.export(str(tmp_path / "dec"), str(tmp_path / "dec_export"),
+                    griffin_lim_iterations=4)
+  result = evaluate_lib.evaluate(str(tmp_path / "dec_export"), data_dir,
+                                 "test", str(tmp_path / "eval"),
+                                 num_figures=0, num_audio=0, progress=False)
+  assert set(result) == {"model", "oracle_griffin_lim", "reference"}
+  n = result["model"]["num_items"]
+  for system in result.values():
+    assert 0.0 <= system["speaker_id_accuracy"] <= 1.0
+    assert -1.0 <= system["speaker_cosine"] <= 1.0
+    correct = [row["speaker_id_correct"] for row in system["items"]]
+    assert len(correct) == n
+    np.testing.assert_allclose(system["speaker_id_accuracy"], np.mean(correct))
+  # The originals are themselves: cosine 1.
+  np.testing.assert_allclose(result["reference"]["speaker_cosine"], 1.0,
+                             atol=1e-5)
+  # The true magnitude keeps the voice closer than an untrained decoder.
+  assert (result["oracle_griffin_lim"]["speaker_cosine"] >
+          result["model"]["speaker_cosine"])
+  report = (tmp_path / "eval" / "report.md").read_text()
+  assert "speaker_id_accuracy" in report and "| reference |" in report

@@ -97,6 +97,30 @@ def test_resume_matches_a_straight_run(model, data_dir, tmp_path):
   assert max(moved) > 1e-3
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_checkpoint_holds_every_weight(model, data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  train_lib.train(_config(model, **{"train.num_steps": 1,
+                                    "train.eval_every": 100}),
+                  data_dir, workdir, log=id)
+  latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  stored = {name for name, _ in tf.train.list_variables(latest)}
+  config, info = _resolved(model, data_dir)
+  built = train_lib.build_model(config, info)
+  weights = train_lib.checkpoint_weights(built)
+  assert len(weights) == len(built.weights) > 0
+  for path in weights:
+    escaped = path.replace("/", ".S")
+    assert any(escaped in name for name in stored), f"{path} not saved"
+  # A network restored without any optimizer equals the trained one.
+  network, _, _ = train_lib.restore_network(workdir)
+  fresh = train_lib.build_model(config, info, compile_model=False)
+  tf.train.Checkpoint(weights=train_lib.checkpoint_weights(fresh)).restore(
+      latest).expect_partial()
+  for a, b in zip(network.weights, train_lib._network(fresh).weights):  # pylint: disable=protected-access
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def _resolved(model, data_dir):
   info = records.read_dataset_info(data_dir)
   return train_lib.resolve_config(_config(model), info), info

@@ -61,6 +61,11 @@ def default_config() -> ml_collections.ConfigDict:
   config.refine_layers = 3
   # Refiner kernel (frames, bins).
   config.refine_kernel_size = (3, 3)
+  # A linear 1x1 path from the (normalised) embedding straight to the bins,
+  # added to the output: the network then starts from the best per-frame
+  # linear map (for a filterbank embedding, an interpolation across bins of
+  # the log bands) and its blocks learn the residual detail.
+  config.linear_skip = True
   # Seed of the dropout masks.
   config.seed = 0
   base.speaker_fields(config)
@@ -146,7 +151,8 @@ class MultiscaleDecoder(base.SequenceDecoder):
                activation: str = "leaky_relu", layer_norm: bool = True,
                dropout: float = 0.1, output_kernel_size: int = 1,
                refine_channels: int = 8, refine_layers: int = 3,
-               refine_kernel_size: Sequence[int] = (3, 3), seed: int = 0,
+               refine_kernel_size: Sequence[int] = (3, 3),
+               linear_skip: bool = False, seed: int = 0,
                speaker_conditioning: str = "none", num_speakers: int = 0,
                speaker_dim: int = 32, **kwargs):
     if channels < 1 or num_blocks < 0:
@@ -171,6 +177,9 @@ class MultiscaleDecoder(base.SequenceDecoder):
     self.dropout = keras.layers.Dropout(dropout, seed=seed, dtype=policy)
     self.output_conv = layers.MaskedConv1D(num_bins, output_kernel_size,
                                            dtype=policy, name="output")
+    self.skip = (layers.MaskedConv1D(num_bins, 1, dtype=policy,
+                                     name="linear_skip")
+                 if linear_skip else None)
     self.refiner = (
         layers.SpectralRefiner(refine_channels, refine_layers,
                                refine_kernel_size, activation, dtype=policy,
@@ -185,6 +194,8 @@ class MultiscaleDecoder(base.SequenceDecoder):
       if self.norms:
         h = self.norms[i](h)
     spectrogram = self.output_conv(self.activation(h), mask)
+    if self.skip is not None:
+      spectrogram = spectrogram + self.skip(x, mask)
     if self.refiner is not None:
       spectrogram = self.refiner(spectrogram, mask)
     return spectrogram
@@ -202,7 +213,8 @@ def multiscale_decoder(config: ml_collections.ConfigDict,
       fusion=m.fusion, activation=m.activation, layer_norm=m.layer_norm,
       dropout=m.dropout, output_kernel_size=m.output_kernel_size,
       refine_channels=m.refine_channels, refine_layers=m.refine_layers,
-      refine_kernel_size=tuple(m.refine_kernel_size), seed=m.seed, name=name,
+      refine_kernel_size=tuple(m.refine_kernel_size),
+      linear_skip=m.get("linear_skip", False), seed=m.seed, name=name,
       **base.speaker_kwargs(m))
 
 
