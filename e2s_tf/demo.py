@@ -26,8 +26,9 @@ _LAYOUT = flags.DEFINE_string("layout", "speaker_dirs",
                               "Layout of --audio_dir: speaker_dirs | flat.")
 _VAD = flags.DEFINE_bool("vad", False,
                          "One item per voice-active region of --audio_dir.")
-_EMBEDDER = flags.DEFINE_string("embedder", "logmel",
-                                "logmel | mfcc | npy | savedmodel:PATH")
+_EMBEDDER = flags.DEFINE_string(
+    "embedder", "logmel", "logmel | mfcc | npy | savedmodel:PATH | speaker "
+    "(a speaker encoder trained here first, e2s_tf.train_embedder)")
 _SPLIT_BY = flags.DEFINE_string("split_by", "",
                                 "speaker | utterance (default: speaker, or "
                                 "utterance when the audio has no speakers).")
@@ -88,13 +89,26 @@ def _pick_wav_inputs(data_dir, out_dir, count):
             ex["embedding"].numpy())
 
 
+def _encoder_manifest(manifest, out, split_by):
+  """The manifest's items of the decoder's train split (same split as
+  preprocess with its defaults), so the encoder never hears the utterances
+  the decoder is evaluated on."""
+  from e2s_tf import corpus  # pylint: disable=g-import-not-at-top
+  from e2s_tf import preprocess_lib  # pylint: disable=g-import-not-at-top
+  items = corpus.read_manifest(manifest)
+  splits = preprocess_lib.assign_splits(items, split_by, 0.1, 0.1, seed=0)
+  corpus.write_manifest([it for it in items if splits[it["id"]] == "train"],
+                        out)
+
+
 def main(argv):
   del argv
   py = sys.executable
   d = os.path.abspath(_DEMO_DIR.value)
   os.makedirs(d, exist_ok=True)
   started = time.time()
-  total = 6
+  speaker = _EMBEDDER.value == "speaker"
+  total = 7 if speaker else 6
   if _AUDIO_DIR.value:
     manifest = os.path.join(d, "manifest.jsonl")
     cmd = [py, "-m", "e2s_tf.make_manifest", f"--audio_dir={_AUDIO_DIR.value}",
@@ -108,13 +122,28 @@ def main(argv):
     _stage(1, total, "corpus", cmd, [manifest], d)
 
   data_dir = os.path.join(d, "tfrecords")
+  # A speaker encoder is evaluated by identifying the same speakers, so its
+  # demo splits by utterance.
   split_by = _SPLIT_BY.value or (
-      "utterance" if _AUDIO_DIR.value and _LAYOUT.value == "flat" else
-      "speaker")
+      "utterance" if speaker or (_AUDIO_DIR.value and _LAYOUT.value == "flat")
+      else "speaker")
+  embedder = _EMBEDDER.value
+  stage = 2
+  if speaker:
+    encoder_dir = os.path.join(d, "speaker_encoder")
+    encoder_manifest = os.path.join(d, "speaker_encoder_manifest.jsonl")
+    _encoder_manifest(manifest, encoder_manifest, split_by)
+    export = os.path.join(encoder_dir, "export")
+    cmd = [py, "-m", "e2s_tf.train_embedder", f"--manifest={encoder_manifest}",
+           f"--workdir={encoder_dir}", f"--export_dir={export}"]
+    _stage(stage, total, "speaker_encoder", cmd,
+           [os.path.join(export, "speaker_encoder.json")], d)
+    embedder = "savedmodel:" + export
+    stage += 1
   cmd = [py, "-m", "e2s_tf.preprocess", f"--manifest={manifest}",
-         f"--out_dir={data_dir}", f"--embedder={_EMBEDDER.value}",
+         f"--out_dir={data_dir}", f"--embedder={embedder}",
          f"--split_by={split_by}", "--overwrite"]
-  _stage(2, total, "preprocess", cmd,
+  _stage(stage, total, "preprocess", cmd,
          [os.path.join(data_dir, "dataset_info.json")], d)
 
   workdir = os.path.join(d, "run")
@@ -123,12 +152,12 @@ def main(argv):
          f"--config.train.max_minutes={_TRAIN_MINUTES.value}"]
   if _TRAIN_STEPS.value:
     cmd.append(f"--config.train.num_steps={_TRAIN_STEPS.value}")
-  _stage(3, total, "train", cmd, [os.path.join(workdir, "checkpoints")], d)
+  _stage(stage + 1, total, "train", cmd, [os.path.join(workdir, "checkpoints")], d)
 
   export_dir = os.path.join(d, "export")
   cmd = [py, "-m", "e2s_tf.export", f"--workdir={workdir}",
          f"--export_dir={export_dir}"]
-  _stage(4, total, "export", cmd,
+  _stage(stage + 2, total, "export", cmd,
          [os.path.join(export_dir, "e2s_export.json")], d)
 
   npy_dir = os.path.join(d, "wav_inputs")
@@ -137,12 +166,12 @@ def main(argv):
     _pick_wav_inputs(data_dir, npy_dir, _NUM_WAV.value)
   cmd = [py, "-m", "e2s_tf.synthesize", f"--model={export_dir}",
          f"--input={npy_dir}", f"--out_dir={wav_dir}"]
-  _stage(5, total, "synthesize", cmd, [wav_dir], d)
+  _stage(stage + 3, total, "synthesize", cmd, [wav_dir], d)
 
   eval_dir = os.path.join(d, "eval")
   cmd = [py, "-m", "e2s_tf.evaluate", f"--model={export_dir}",
          f"--data_dir={data_dir}", "--split=test", f"--out_dir={eval_dir}"]
-  _stage(6, total, "evaluate", cmd, [os.path.join(eval_dir, "metrics.json")],
+  _stage(stage + 4, total, "evaluate", cmd, [os.path.join(eval_dir, "metrics.json")],
          d)
 
   report = os.path.join(eval_dir, "report.md")

@@ -236,3 +236,31 @@ def test_cli_trains_with_overrides(data_dir, tmp_path):
   bad = subprocess.run(cmd[:-2] + ["--config.train.no_such_field=1"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0 and "no_such_field" in bad.stderr
+
+
+def test_filterbank_prior_is_the_closed_form_guess(data_dir):
+  from e2s_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  from e2s_tf import embedders  # pylint: disable=g-import-not-at-top
+  config, info = _resolved("multiscale", data_dir)
+  prior = train_lib.filterbank_prior(config, info)
+  assert prior is not None
+  embedder = embedders.from_description(info["embedder"], spectral.DEFAULT)
+  w = np.asarray(embedder.mel_matrix())
+  inverse = train_lib.filterbank_interpolation(w)
+  assert inverse.shape == (w.shape[1], w.shape[0]) and inverse.min() >= 0
+  # A spectrum that is constant inside the filterbank's range is recovered
+  # exactly there: each band's mean amplitude is that constant.
+  flat = np.full((1, w.shape[0]), 0.3) * (w.sum(1) > 0)
+  np.testing.assert_allclose(((flat @ w) @ inverse)[0][w.sum(1) > 0], 0.3,
+                             rtol=1e-5)
+  raw = tf.data.TFRecordDataset(records.split_files(data_dir, "train"))
+  ex = records.parse_example(next(iter(raw)))
+  norm = data_lib.Normalizer.from_info(info)
+  x = norm.normalize_embedding(ex["embedding"].numpy())[None]
+  got = prior(x).numpy()[0]
+  expected = norm.normalize_log_stft(np.log(np.maximum(
+      np.exp(ex["embedding"].numpy()) @ inverse, 1e-5)))
+  np.testing.assert_allclose(got, expected, atol=2e-3)
+  # Not for embedders without a filterbank inverse, nor when switched off.
+  config.model.filterbank_prior = False
+  assert train_lib.filterbank_prior(config, info) is None

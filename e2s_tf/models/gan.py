@@ -255,10 +255,11 @@ def build_discriminator(config: ml_collections.ConfigDict
 
 
 @registry.register("gan", default_config)
-def build_gan(config, log_stft_mean=None, log_stft_std=None) -> GanModel:
+def build_gan(config, log_stft_mean=None, log_stft_std=None,
+              prior=None) -> GanModel:
   m = config.model
   generator = base.initialize(
-      multiscale.multiscale_decoder(config, name="generator"),
+      multiscale.multiscale_decoder(config, name="generator", prior=prior),
       config.data.embedding_dim)
   model = GanModel(generator, build_discriminator(config), log_stft_mean,
                    log_stft_std, adversarial_loss=m.adversarial_loss,

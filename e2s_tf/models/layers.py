@@ -244,3 +244,47 @@ class SpectralRefiner(keras.layers.Layer):
         h = self.activation(apply_mask(h, mask))
       h = conv(h, mask)
     return x + h[..., 0]
+
+
+class FilterbankPrior(keras.layers.Layer):
+  """A closed-form first guess of the spectrogram from a log-filterbank embedding.
+
+  For an embedding `e = ln(max(|X| @ W, floor))` (`W`: `[bins, bands]`), the
+  prior is `ln(max(exp(e) @ P, floor))` with `P` `[bands, bins]` initialised
+  to a closed-form inverse of `W` and then learned, in the normalised units of the
+  decoder: it undoes the embedding normalisation first and normalises the
+  log-spectrogram after. The decoder adds its output to this guess, so it
+  learns what a linear inverse of the filterbank cannot recover (harmonics
+  inside a band, the phase-free detail of the envelope) and starts from the
+  analytic baseline instead of from nothing.
+
+  Call: `(x [batch, frames, >= bands] normalised embedding)` ->
+  `[batch, frames, bins]` normalised log-magnitude.
+  """
+
+  def __init__(self, inverse: "np.ndarray", embedding_mean, embedding_std,
+               log_stft_mean, log_stft_std, floor: float = 1e-5, **kwargs):
+    super().__init__(**kwargs)
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    self._inverse = np.asarray(inverse, np.float32)
+    self.bands, self.bins = self._inverse.shape
+    self._constants = [np.asarray(a, np.float32) for a in (
+        embedding_mean, embedding_std, log_stft_mean, log_stft_std)]
+    self.floor = float(floor)
+
+  def build(self, input_shape=None):
+    self.inverse = self.add_weight(
+        name="inverse", shape=(self.bands, self.bins),
+        initializer=keras.initializers.Constant(self._inverse),
+        trainable=True, dtype="float32")
+
+  def call(self, x):
+    # NumPy constants, made into graph constants where the call is traced.
+    emb_mean, emb_std, log_mean, log_std = self._constants
+    e = tf.cast(x[..., :self.bands], tf.float32)
+    e = e * emb_std[:self.bands] + emb_mean[:self.bands]
+    # Bounded: a padding frame or an outlier can't overflow exp().
+    amplitude = tf.exp(tf.minimum(e, 20.0))
+    magnitude = tf.einsum("btm,mf->btf", amplitude, self.inverse)
+    log_magnitude = tf.math.log(tf.maximum(magnitude, self.floor))
+    return (log_magnitude - log_mean) / log_std

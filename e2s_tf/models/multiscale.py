@@ -66,6 +66,11 @@ def default_config() -> ml_collections.ConfigDict:
   # linear map (for a filterbank embedding, an interpolation across bins of
   # the log bands) and its blocks learn the residual detail.
   config.linear_skip = True
+  # Add the output to a closed-form inverse of the embedding's filterbank
+  # (layers.FilterbankPrior) when the embedder has one (logmel); ignored for
+  # other embedders. The decoder then learns a residual on the analytic
+  # baseline.
+  config.filterbank_prior = True
   # Seed of the dropout masks.
   config.seed = 0
   base.speaker_fields(config)
@@ -152,7 +157,7 @@ class MultiscaleDecoder(base.SequenceDecoder):
                dropout: float = 0.1, output_kernel_size: int = 1,
                refine_channels: int = 8, refine_layers: int = 3,
                refine_kernel_size: Sequence[int] = (3, 3),
-               linear_skip: bool = False, seed: int = 0,
+               linear_skip: bool = False, prior=None, seed: int = 0,
                speaker_conditioning: str = "none", num_speakers: int = 0,
                speaker_dim: int = 32, **kwargs):
     if channels < 1 or num_blocks < 0:
@@ -177,6 +182,7 @@ class MultiscaleDecoder(base.SequenceDecoder):
     self.dropout = keras.layers.Dropout(dropout, seed=seed, dtype=policy)
     self.output_conv = layers.MaskedConv1D(num_bins, output_kernel_size,
                                            dtype=policy, name="output")
+    self.prior = prior
     self.skip = (layers.MaskedConv1D(num_bins, 1, dtype=policy,
                                      name="linear_skip")
                  if linear_skip else None)
@@ -196,13 +202,17 @@ class MultiscaleDecoder(base.SequenceDecoder):
     spectrogram = self.output_conv(self.activation(h), mask)
     if self.skip is not None:
       spectrogram = spectrogram + self.skip(x, mask)
+    if self.prior is not None:
+      spectrogram = spectrogram + tf.cast(
+          layers.clean_padding(self.prior(x), mask), spectrogram.dtype)
     if self.refiner is not None:
       spectrogram = self.refiner(spectrogram, mask)
     return spectrogram
 
 
 def multiscale_decoder(config: ml_collections.ConfigDict,
-                       name: str = "multiscale_decoder") -> MultiscaleDecoder:
+                       name: str = "multiscale_decoder",
+                       prior=None) -> MultiscaleDecoder:
   """A `MultiscaleDecoder` from `config.model` and `config.data`."""
   m = config.model
   return MultiscaleDecoder(
@@ -214,13 +224,15 @@ def multiscale_decoder(config: ml_collections.ConfigDict,
       dropout=m.dropout, output_kernel_size=m.output_kernel_size,
       refine_channels=m.refine_channels, refine_layers=m.refine_layers,
       refine_kernel_size=tuple(m.refine_kernel_size),
-      linear_skip=m.get("linear_skip", False), seed=m.seed, name=name,
+      linear_skip=m.get("linear_skip", False), prior=prior, seed=m.seed,
+      name=name,
       **base.speaker_kwargs(m))
 
 
 @registry.register("multiscale", default_config)
-def build_multiscale(config, log_stft_mean=None, log_stft_std=None):
-  decoder = base.initialize(multiscale_decoder(config),
+def build_multiscale(config, log_stft_mean=None, log_stft_std=None,
+                     prior=None):
+  decoder = base.initialize(multiscale_decoder(config, prior=prior),
                             config.data.embedding_dim)
   model = trainer.ReconstructionModel(decoder, log_stft_mean, log_stft_std,
                                       name="multiscale")

@@ -10,6 +10,7 @@ keras.Model` and a `default_config() -> ConfigDict` (the documented fields of
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Callable, Optional
 
 import keras
@@ -60,7 +61,8 @@ def default_model_config(name: str) -> ml_collections.ConfigDict:
 
 def build(name: str, config: ml_collections.ConfigDict,
           log_stft_mean: Optional[np.ndarray] = None,
-          log_stft_std: Optional[np.ndarray] = None) -> keras.Model:
+          log_stft_std: Optional[np.ndarray] = None,
+          **extras) -> keras.Model:
   """Builds model `name` from `config` with its variables created.
 
   Args:
@@ -70,6 +72,8 @@ def build(name: str, config: ml_collections.ConfigDict,
     log_stft_mean, log_stft_std: `[bins]` normalisation statistics of the
       spectrogram (train split), used by the losses on linear magnitude;
       mean 0 / std 1 when None.
+    **extras: passed to builders that take them (e.g. `prior`, a
+      `layers.FilterbankPrior` for decoders that add a closed-form guess).
 
   Returns:
     A `keras.Model` callable as `model(embedding, mask, speaker)`, with
@@ -81,5 +85,8 @@ def build(name: str, config: ml_collections.ConfigDict,
           f"building {name!r}: config.{section}.{field} is missing")
   if "model" not in config:
     raise ValueError(f"building {name!r}: config.model is missing")
-  return _spec(name).builder(config, log_stft_mean=log_stft_mean,
-                             log_stft_std=log_stft_std)
+  builder = _spec(name).builder
+  accepted = inspect.signature(builder).parameters
+  extras = {k: v for k, v in extras.items() if k in accepted}
+  return builder(config, log_stft_mean=log_stft_mean,
+                 log_stft_std=log_stft_std, **extras)
