@@ -66,6 +66,8 @@ def _stage(index, total, stage, command, outputs, demo_dir, env=None):
     return
   print(f"{head}: {text}", flush=True)
   start = time.time()
+  env = dict(env or os.environ)
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   result = subprocess.run(command, env=env)
   if result.returncode != 0:
     raise SystemExit(f"{head} failed (exit {result.returncode}); fix the "

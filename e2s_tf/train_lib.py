@@ -98,19 +98,52 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
       "chief" not in resolver.cluster_spec().as_dict())
 
 
-def _learning_rate(config, peak):
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+  """Linear warm-up to `peak`, then cosine decay to `final_fraction * peak`.
+
+  The decay follows the larger of the step progress and `time_fraction` (a
+  variable the loop sets to elapsed / `train.max_minutes`), so a run cut by
+  its wall-clock budget still ends with a decayed learning rate.
+  """
+
+  def __init__(self, peak: float, warmup_steps: int, num_steps: int,
+               final_fraction: float, time_fraction=None):
+    self.peak = float(peak)
+    self.warmup_steps = int(warmup_steps)
+    self.num_steps = int(num_steps)
+    self.final_fraction = float(final_fraction)
+    self.time_fraction = time_fraction
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    warmup = float(max(self.warmup_steps, 1))
+    progress = (step - self.warmup_steps) / float(
+        max(self.num_steps - self.warmup_steps, 1))
+    if self.time_fraction is not None:
+      progress = tf.maximum(progress, tf.cast(self.time_fraction, tf.float32))
+    progress = tf.clip_by_value(progress, 0.0, 1.0)
+    decay = self.final_fraction + (1.0 - self.final_fraction) * 0.5 * (
+        1.0 + tf.cos(math.pi * progress))
+    warm = self.peak * (step + 1.0) / warmup
+    return tf.where(step < self.warmup_steps, warm, self.peak * decay)
+
+  def get_config(self):
+    return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+            "num_steps": self.num_steps, "final_fraction": self.final_fraction}
+
+
+def _learning_rate(config, peak, time_fraction=None):
   t = config.train
   warmup = min(t.warmup_steps, max(t.num_steps - 1, 0))
-  return keras.optimizers.schedules.CosineDecay(
-      initial_learning_rate=0.0 if warmup else peak,
-      decay_steps=max(t.num_steps - warmup, 1), alpha=t.final_lr_fraction,
-      warmup_target=peak if warmup else None, warmup_steps=warmup)
+  return WarmupCosine(peak, warmup, t.num_steps, t.final_lr_fraction,
+                      time_fraction)
 
 
-def _adam(config, peak):
+def _adam(config, peak, time_fraction=None):
   t = config.train
   return keras.optimizers.Adam(
-      learning_rate=_learning_rate(config, peak), beta_1=t.adam_b1,
+      learning_rate=_learning_rate(config, peak, time_fraction),
+      beta_1=t.adam_b1,
       beta_2=t.adam_b2, global_clipnorm=t.clip_norm or None)
 
 
@@ -154,8 +187,12 @@ def filterbank_prior(config: ml_collections.ConfigDict, info: dict[str, Any]):
 
 
 def build_model(config: ml_collections.ConfigDict, info: dict[str, Any],
-                compile_model: bool = True) -> keras.Model:
-  """Builds (and compiles) the model of a resolved config."""
+                compile_model: bool = True, time_fraction=None) -> keras.Model:
+  """Builds (and compiles) the model of a resolved config.
+
+  `time_fraction`: an optional float variable (elapsed share of
+  `train.max_minutes`) that the learning-rate decay also follows.
+  """
   stats = info["stats"]
   model = models.build(config.model.name, config,
                        np.asarray(stats["log_stft_mean"], np.float32),
@@ -166,10 +203,12 @@ def build_model(config: ml_collections.ConfigDict, info: dict[str, Any],
                 stft_config=spectral.StftConfig.from_dict(info["stft"]))
     roles = getattr(model, "optimizer_roles", ("optimizer",))
     if roles == ("optimizer",):
-      model.compile(_adam(config, config.train.learning_rate), **loss)
+      model.compile(_adam(config, config.train.learning_rate, time_fraction),
+                    **loss)
     else:
-      model.compile(_adam(config, config.train.learning_rate),
-                    _adam(config, config.train.d_learning_rate), **loss)
+      model.compile(_adam(config, config.train.learning_rate, time_fraction),
+                    _adam(config, config.train.d_learning_rate,
+                          time_fraction), **loss)
   return model
 
 
@@ -341,9 +380,12 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
         "split across them")
   keras.utils.set_random_seed(config.train.seed)
   keras.mixed_precision.set_global_policy(config.train.precision)
+  # Elapsed share of the wall-clock budget, followed by the LR decay.
+  time_fraction = (tf.Variable(0.0, trainable=False, name="time_fraction")
+                   if config.train.max_minutes else None)
   try:
     with strategy.scope():
-      model = build_model(config, info)
+      model = build_model(config, info, time_fraction=time_fraction)
   finally:
     keras.mixed_precision.set_global_policy("float32")
   # Bookkeeping on the host, outside the strategy.
@@ -461,6 +503,9 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
       with tf.profiler.experimental.Trace("train", step_num=s, _r=1):
         out = train_step(_step_inputs(batch))
       values = {k: float(v) for k, v in out.items()}
+      if time_fraction is not None:
+        time_fraction.assign((time.time() - start_time) /
+                             (60.0 * config.train.max_minutes))
       if not all(math.isfinite(v) for v in values.values()):
         if profiling:
           tf.profiler.experimental.stop()

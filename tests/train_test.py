@@ -264,3 +264,45 @@ def test_filterbank_prior_is_the_closed_form_guess(data_dir):
   # Not for embedders without a filterbank inverse, nor when switched off.
   config.model.filterbank_prior = False
   assert train_lib.filterbank_prior(config, info) is None
+
+
+def test_mixed_precision_training(data_dir, tmp_path):
+  import keras  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "w")
+  out = train_lib.train(_config("multiscale", **{
+      "train.precision": "mixed_float16", "train.num_steps": 2,
+      "train.eval_every": 2}), data_dir, workdir, log=id)
+  assert np.isfinite(out["loss"]) and np.isfinite(out["valid_lsd_db"])
+  # The policy is restored for whoever builds models next.
+  assert keras.mixed_precision.global_policy().name == "float32"
+  network, _, _ = train_lib.restore_network(workdir)
+  assert all(w.dtype == "float32" for w in network.weights)
+
+
+def test_learning_rate_schedule_follows_steps_and_the_time_budget():
+  schedule = train_lib.WarmupCosine(1e-3, warmup_steps=10, num_steps=110,
+                                    final_fraction=0.1)
+  np.testing.assert_allclose(float(schedule(0)), 1e-4, rtol=1e-5)
+  np.testing.assert_allclose(float(schedule(9)), 1e-3, rtol=1e-5)
+  np.testing.assert_allclose(float(schedule(60)), 0.55e-3, rtol=1e-5)
+  np.testing.assert_allclose(float(schedule(110)), 1e-4, rtol=1e-5)
+  fraction = tf.Variable(0.0)
+  timed = train_lib.WarmupCosine(1e-3, 10, 110, 0.1, time_fraction=fraction)
+  np.testing.assert_allclose(float(timed(20)), float(schedule(20)), rtol=1e-6)
+  fraction.assign(0.5)  # half the wall-clock budget gone at step 20
+  np.testing.assert_allclose(float(timed(20)), 0.55e-3, rtol=1e-5)
+  fraction.assign(2.0)
+  np.testing.assert_allclose(float(timed(20)), 1e-4, rtol=1e-5)
+
+
+def test_wall_clock_budget_stops_with_a_checkpoint(data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  lines = []
+  out = train_lib.train(_config("cnn", **{"train.num_steps": 100000,
+                                          "train.max_minutes": 0.05,
+                                          "train.eval_every": 100000}),
+                        data_dir, workdir, log=lines.append)
+  assert any("max_minutes reached" in l for l in lines)
+  assert 0 < out["steps"] < 100000
+  latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  assert latest.endswith(f"ckpt-{out['steps']}")

@@ -264,6 +264,9 @@ class FilterbankPrior(keras.layers.Layer):
 
   def __init__(self, inverse: "np.ndarray", embedding_mean, embedding_std,
                log_stft_mean, log_stft_std, floor: float = 1e-5, **kwargs):
+    # Always float32, also under mixed precision: exp() of a log amplitude
+    # overflows float16.
+    kwargs["dtype"] = "float32"
     super().__init__(**kwargs)
     import numpy as np  # pylint: disable=g-import-not-at-top
     self._inverse = np.asarray(inverse, np.float32)
@@ -285,6 +288,7 @@ class FilterbankPrior(keras.layers.Layer):
     e = e * emb_std[:self.bands] + emb_mean[:self.bands]
     # Bounded: a padding frame or an outlier can't overflow exp().
     amplitude = tf.exp(tf.minimum(e, 20.0))
-    magnitude = tf.einsum("btm,mf->btf", amplitude, self.inverse)
+    magnitude = tf.einsum("btm,mf->btf", amplitude,
+                          tf.cast(self.inverse, tf.float32))
     log_magnitude = tf.math.log(tf.maximum(magnitude, self.floor))
     return (log_magnitude - log_mean) / log_std

@@ -1,0 +1,55 @@
+r"""Runs the benchmark suite and writes its figures as JSON.
+
+    python -m e2s_tf.bench [--only=griffin_lim,inference] [--quick] \
+        [--work_dir=/tmp/e2s_bench] [--out=bench.json] \
+        [--table=docs/performance_table.md]
+
+Benchmarks (e2s_tf/bench_lib.py): griffin_lim, input_pipeline, filler,
+inference, training, preprocess. Each prints one line; `--out` gets all the
+figures (with the load average around each benchmark), `--table` the Markdown
+table of docs/performance.md. The default corpus and its dataset are made
+under --work_dir on the first run and reused.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from e2s_tf import bench_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_ONLY = flags.DEFINE_list(
+    "only", [], f"Benchmarks to run (default all): {', '.join(bench_lib.BENCHMARKS)}.")
+_OUT = flags.DEFINE_string("out", "bench.json", "JSON file of the figures.")
+_WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/e2s_bench",
+                                "Scratch space (corpus, dataset, exports).")
+_MANIFEST = flags.DEFINE_string(
+    "manifest", "", "An existing corpus manifest (default: the espeak-ng "
+    "corpus, made under --work_dir).")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", "", "Its preprocessed dataset (default: made under --work_dir).")
+_QUICK = flags.DEFINE_bool("quick", False, "Tiny sizes (seconds; for tests).")
+_TABLE = flags.DEFINE_string("table", "",
+                             "Also write the Markdown performance table here.")
+
+
+def main(argv):
+  del argv
+  command = " ".join(["python -m e2s_tf.bench"] + sys.argv[1:])
+  try:
+    results = bench_lib.run(
+        _WORK_DIR.value, _OUT.value, only=_ONLY.value, quick=_QUICK.value,
+        manifest=_MANIFEST.value or None, data_dir=_DATA_DIR.value or None,
+        command=command)
+  except ValueError as e:
+    raise SystemExit(f"bench: error: {e}") from None
+  if _TABLE.value:
+    with open(_TABLE.value, "w") as f:
+      f.write(bench_lib.performance_table(results) + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)
