@@ -23,6 +23,10 @@ MAGNITUDE_FLOOR = 1e-5
 LOG_SILENCE = math.log(MAGNITUDE_FLOOR)
 
 _WINDOWS = ("hann",)
+# istft floors the squared-window envelope at this fraction of a full overlap.
+ISTFT_ENVELOPE_FLOOR = 0.05
+# Griffin-Lim's phase of a spectral value below this modulus is not trusted.
+_MIN_MODULUS = 1e-16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +184,7 @@ def _window_envelope(frame_weights: tf.Tensor, config: StftConfig) -> tf.Tensor:
 
 def istft(spectrum: tf.Tensor, config: StftConfig = DEFAULT,
           frame_mask: Optional[tf.Tensor] = None,
-          envelope_floor: float = 0.05) -> tf.Tensor:
+          envelope_floor: float = ISTFT_ENVELOPE_FLOOR) -> tf.Tensor:
   """Least-squares inverse STFT (weighted overlap-add).
 
   Args:
@@ -198,14 +202,26 @@ def istft(spectrum: tf.Tensor, config: StftConfig = DEFAULT,
     `[..., config.num_samples(frames)]` float32 waveform; for a consistent
     spectrum it equals the signal wherever the envelope exceeds the floor.
   """
-  frames = tf.signal.irfft(spectrum, fft_length=[config.fft_length])
-  frames = frames[..., :config.frame_length] * window(config)
-  signal = tf.signal.overlap_and_add(frames, config.frame_step)
   if frame_mask is None:
     frame_mask = tf.ones(tf.shape(spectrum)[:-1], tf.float32)
+  return _overlap_add(spectrum, config) * _inverse_envelope(
+      frame_mask, config, envelope_floor)
+
+
+def _overlap_add(spectrum: tf.Tensor, config: StftConfig) -> tf.Tensor:
+  """Windowed overlap-add of the inverse FFTs: `[..., frames, bins]` complex
+  -> `[..., samples]`, not yet normalised by the window envelope."""
+  frames = tf.signal.irfft(spectrum, fft_length=[config.fft_length])
+  frames = frames[..., :config.frame_length] * window(config)
+  return tf.signal.overlap_and_add(frames, config.frame_step)
+
+
+def _inverse_envelope(frame_mask: tf.Tensor, config: StftConfig,
+                      envelope_floor: float) -> tf.Tensor:
+  """`[..., frames]` frame weights -> `[..., samples]` 1 / floored envelope."""
   envelope = _window_envelope(tf.cast(frame_mask, tf.float32), config)
   full = float(np.sum(numpy_window(config) ** 2)) / config.frame_step
-  return signal / tf.maximum(envelope, envelope_floor * full)
+  return 1.0 / tf.maximum(envelope, envelope_floor * full)
 
 
 def griffin_lim(magnitude: tf.Tensor,
@@ -247,34 +263,44 @@ def griffin_lim(magnitude: tf.Tensor,
   total = tf.where(max_frames > 0,
                    (max_frames - 1) * config.frame_step + config.frame_length, 0)
   sample_mask = tf.sequence_mask(audio_lengths, total, dtype=tf.float32)
-  mag_c = tf.cast(magnitude, tf.complex64)
+  # istft(spectrum, frame_mask=mask) * sample_mask, with the per-item
+  # envelope (the same in every iteration) computed once.
+  scale = _inverse_envelope(mask, config, ISTFT_ENVELOPE_FLOOR) * sample_mask
+
+  def synthesize(spectrum):
+    return _overlap_add(spectrum, config) * scale
+
+  def project(real, imag):
+    """magnitude * z / max(|z|, 1e-16), on the parts of z (fewer passes than
+    complex abs and division)."""
+    gain = magnitude * tf.math.rsqrt(
+        tf.maximum(real * real + imag * imag, _MIN_MODULUS ** 2))
+    return tf.complex(real * gain, imag * gain)
 
   if init == "zeros":
-    angles = tf.ones_like(mag_c)
+    spectrum = tf.cast(magnitude, tf.complex64)
   elif init == "random":
     phase = tf.random.stateless_uniform(shape, seed=seed, minval=0.0,
                                         maxval=2.0 * math.pi)
-    angles = tf.complex(tf.cos(phase), tf.sin(phase))
+    spectrum = tf.complex(magnitude * tf.cos(phase), magnitude * tf.sin(phase))
   else:
     raise ValueError(f"init must be 'zeros' or 'random', got {init!r}")
+  alpha = momentum / (1.0 + momentum)
 
-  def synthesize(angles):
-    return istft(mag_c * angles, config, frame_mask=mask) * sample_mask
+  # The loop carries the magnitude-projected spectrum (magnitude x phase) and
+  # the previous rebuilt spectrum as real and imaginary parts.
+  def body(i, spectrum, previous_real, previous_imag):
+    rebuilt = stft(synthesize(spectrum), config)
+    real, imag = tf.math.real(rebuilt), tf.math.imag(rebuilt)
+    spectrum = project(real - alpha * previous_real,
+                       imag - alpha * previous_imag)
+    return i + 1, spectrum, real, imag
 
-  def unit(z):
-    return z / tf.cast(tf.maximum(tf.abs(z), 1e-16), tf.complex64)
-
-  alpha = tf.constant(momentum / (1.0 + momentum), tf.complex64)
-
-  def body(i, angles, previous):
-    rebuilt = stft(synthesize(angles), config)
-    angles = unit(rebuilt - alpha * previous)
-    return i + 1, angles, rebuilt
-
-  _, angles, _ = tf.while_loop(
+  zeros = tf.zeros_like(magnitude)
+  _, spectrum, _, _ = tf.while_loop(
       lambda i, *_: i < num_iterations, body,
-      (tf.constant(0), angles, tf.zeros_like(mag_c)))
-  return synthesize(angles), audio_lengths
+      (tf.constant(0), spectrum, zeros, zeros))
+  return synthesize(spectrum), audio_lengths
 
 
 def spectral_convergence(reference_magnitude, estimate_magnitude, mask=None):

@@ -1,6 +1,6 @@
 r"""Framing experiment: how to align the STFT with 30 ms / 10 ms embeddings.
 
-    python -m e2s_tf.experiments.framing [--steps=250] [--quick] \
+    python -m e2s_tf.experiments.framing [--steps=150] [--quick] \
         [--work_dir=/tmp/e2s_framing] [--out=docs/experiments/framing.md]
 
 The embeddings stay on the 30 ms / 10 ms grid (logmel, 480-sample window, hop
@@ -29,8 +29,8 @@ _DATA_DIR = flags.DEFINE_string(
     "corpus, made under --work_dir).")
 _OUT = flags.DEFINE_string("out", "docs/experiments/framing.md",
                            "Markdown table to write (+ .json beside it).")
-_STEPS = flags.DEFINE_integer("steps", 250, "Training steps per variant.")
-_MAX_ITEMS = flags.DEFINE_integer("max_items", 20,
+_STEPS = flags.DEFINE_integer("steps", 150, "Training steps per variant.")
+_MAX_ITEMS = flags.DEFINE_integer("max_items", 16,
                                   "Validation items evaluated per variant.")
 _QUICK = flags.DEFINE_bool("quick", False,
                            "A tiny corpus, model and budget (for tests).")

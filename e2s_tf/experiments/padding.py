@@ -1,6 +1,6 @@
 r"""Padding experiment: one model, data and step budget per batching mode.
 
-    python -m e2s_tf.experiments.padding [--steps=250] [--quick] \
+    python -m e2s_tf.experiments.padding [--steps=150] [--quick] \
         [--work_dir=/tmp/e2s_padding] [--out=docs/experiments/padding.md]
 
 Trains the default `multiscale` decoder from scratch with each batching mode
@@ -28,8 +28,8 @@ _DATA_DIR = flags.DEFINE_string(
     "corpus, made under --work_dir).")
 _OUT = flags.DEFINE_string("out", "docs/experiments/padding.md",
                            "Markdown table to write (+ .json beside it).")
-_STEPS = flags.DEFINE_integer("steps", 250, "Training steps per mode.")
-_MAX_ITEMS = flags.DEFINE_integer("max_items", 20,
+_STEPS = flags.DEFINE_integer("steps", 150, "Training steps per mode.")
+_MAX_ITEMS = flags.DEFINE_integer("max_items", 16,
                                   "Validation items evaluated per mode.")
 _QUICK = flags.DEFINE_bool("quick", False,
                            "A tiny corpus, model and budget (for tests).")
