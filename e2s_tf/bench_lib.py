@@ -264,14 +264,10 @@ def train_dataset(config: ml_collections.ConfigDict, data_dir: str,
                   seed: int = 0, deterministic: Optional[bool] = None
                   ) -> tf.data.Dataset:
   """One epoch of the train split, batched as `train_lib.train` batches it."""
-  d = config.data
-  return data_lib.make_dataset(
-      data_dir, "train", mode=d.mode, frames_per_batch=d.frames_per_batch,
-      batch_size=d.batch_size, crop_frames=d.crop_frames,
-      with_speaker=d.with_speaker, shuffle=True,
-      shuffle_buffer=d.shuffle_buffer, repeat=False,
-      deterministic=d.deterministic if deterministic is None else deterministic,
-      seed=seed)
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.train.seed = 0
+  return train_lib.make_train_data(config, data_dir, epoch=seed,
+                                   deterministic=deterministic)
 
 
 def _valid_frames(batch) -> int:
@@ -294,9 +290,8 @@ def time_train_step(config: ml_collections.ConfigDict, info: Mapping[str, Any],
   """
   keras.utils.set_random_seed(0)
   model = train_lib.build_model(config, info)
-  spec = {k: tf.TensorSpec([None, None, v.shape[-1]] if v.shape.rank == 3
-                          else [None] * v.shape.rank, v.dtype)
-          for k, v in batches[0].items()}
+  spec = train_lib.step_signature(
+      {k: tf.TensorSpec.from_tensor(v) for k, v in batches[0].items()})
   step = tf.function(model.train_step, jit_compile=jit_compile,
                      input_signature=[spec])
 

@@ -239,14 +239,26 @@ def _network(model):
   return getattr(model, "network", None) or getattr(model, "generator")
 
 
-def _make_train_data(config, data_dir, epoch):
+def make_train_data(config, data_dir, epoch: int = 0,
+                    deterministic=None) -> tf.data.Dataset:
+  """One epoch of the train split, batched as training batches it (the
+  shuffle seed follows `config.train.seed` and the epoch)."""
   d = config.data
   return data_lib.make_dataset(
       data_dir, "train", mode=d.mode, frames_per_batch=d.frames_per_batch,
       batch_size=d.batch_size, crop_frames=d.crop_frames,
       with_speaker=d.with_speaker, shuffle=True,
       shuffle_buffer=d.shuffle_buffer, repeat=False,
-      deterministic=d.deterministic, seed=config.train.seed * 1000 + epoch)
+      deterministic=d.deterministic if deterministic is None else
+      deterministic, seed=config.train.seed * 1000 + epoch)
+
+
+def step_signature(element_spec) -> dict[str, tf.TensorSpec]:
+  """The train/test step input signature: dynamic batch and frame
+  dimensions, so batches of every mode and bucket share one trace."""
+  return {k: tf.TensorSpec([None, None, v.shape[-1]] if v.shape.rank == 3
+                           else [None] * v.shape.rank, v.dtype)
+          for k, v in element_spec.items() if k in STEP_KEYS}
 
 
 def _make_eval_data(config, data_dir, split="valid", with_audio=False):
@@ -411,13 +423,9 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
     ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     log(f"resumed from {manager.latest_checkpoint} at step {int(step)}")
 
-  # The input signature keeps one trace for every batch shape.
-  # Dynamic batch and frame dimensions, so that train batches of any mode and
-  # the evaluation's bucketed batches share the signature.
-  spec = {k: tf.TensorSpec([None, None, v.shape[-1]] if v.shape.rank == 3
-                          else [None] * v.shape.rank, v.dtype)
-          for k, v in _make_train_data(config, data_dir, 0).element_spec
-          .items() if k in STEP_KEYS}
+  # One trace for every batch shape (see step_signature).
+  spec = step_signature(make_train_data(config, data_dir, 0).element_spec)
+
   def distributed(fn):
     if replicas == 1 and config.distribution == "default":
       return fn
@@ -483,7 +491,7 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
     manager.save(checkpoint_number=int(step))
 
   while int(step) < num_steps:
-    dataset = _make_train_data(config, data_dir, int(epoch))
+    dataset = make_train_data(config, data_dir, int(epoch))
     resume_position = int(position)
     if resume_position:
       dataset = dataset.skip(resume_position)
