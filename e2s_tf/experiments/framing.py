@@ -30,7 +30,7 @@ _DATA_DIR = flags.DEFINE_string(
 _OUT = flags.DEFINE_string("out", "docs/experiments/framing.md",
                            "Markdown table to write (+ .json beside it).")
 _STEPS = flags.DEFINE_integer("steps", 150, "Training steps per variant.")
-_MAX_ITEMS = flags.DEFINE_integer("max_items", 16,
+_MAX_ITEMS = flags.DEFINE_integer("max_items", 20,
                                   "Validation items evaluated per variant.")
 _QUICK = flags.DEFINE_bool("quick", False,
                            "A tiny corpus, model and budget (for tests).")
