@@ -48,8 +48,10 @@ def run(work_dir, data_dir, out, steps, max_items, quick, modes, command):
       "against their audio. Filler: padding or repeated frames over one train "
       "epoch (`e2s_tf.data.filler_share`); discarded: source frames a mode "
       "never delivers.")
-  notes = ("Train frames/s counts every delivered frame slot (filler "
-           "included); wall time includes export and evaluation.")
+  notes = ("Train frames/s: the batches' `length` frames per second, i.e. "
+           "valid frames for `bucket`, `crop` and `crop_shortest`, and every "
+           "frame slot, repeats included, for `repeat_longest` and "
+           "`mean_length`. Wall time includes export and evaluation.")
   common.write_report(out, "Padding experiment: batching sequences of "
                       "different lengths", command, intro, table, notes,
                       {"rows": rows, "steps": steps, "quick": quick})
