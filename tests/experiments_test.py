@@ -4,7 +4,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from e2s_tf import records
 from e2s_tf import spectral

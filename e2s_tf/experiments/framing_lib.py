@@ -2,7 +2,6 @@
 
 
 import os
-import sys
 
 
 from e2s_tf import spectral

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 # The ways a speaker vector can condition a decoder.
@@ -262,13 +263,12 @@ class FilterbankPrior(keras.layers.Layer):
   `[batch, frames, bins]` normalised log-magnitude.
   """
 
-  def __init__(self, inverse: "np.ndarray", embedding_mean, embedding_std,
+  def __init__(self, inverse: np.ndarray, embedding_mean, embedding_std,
                log_stft_mean, log_stft_std, floor: float = 1e-5, **kwargs):
     # Always float32, also under mixed precision: exp() of a log amplitude
     # overflows float16.
     kwargs["dtype"] = "float32"
     super().__init__(**kwargs)
-    import numpy as np  # pylint: disable=g-import-not-at-top
     self._inverse = np.asarray(inverse, np.float32)
     self.bands, self.bins = self._inverse.shape
     self._constants = [np.asarray(a, np.float32) for a in (
