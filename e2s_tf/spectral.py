@@ -29,6 +29,17 @@ ISTFT_ENVELOPE_FLOOR = 0.05
 _MIN_MODULUS = 1e-16
 
 
+def frame_count(num_samples, frame_length: int, frame_step: int):
+  """`1 + (N - frame_length) // frame_step` frames, 0 when `N < frame_length`.
+
+  The one framing formula of the project (StftConfig and embedder grids).
+  Takes an int or an integer array; returns the same kind.
+  """
+  n = np.asarray(num_samples)
+  frames = np.where(n < frame_length, 0, 1 + (n - frame_length) // frame_step)
+  return int(frames) if frames.ndim == 0 else frames.astype(np.int64)
+
+
 @dataclasses.dataclass(frozen=True)
 class StftConfig:
   """Framing shared by preprocessing, losses, metrics, Griffin-Lim and export.
@@ -81,10 +92,7 @@ class StftConfig:
 
   def num_frames(self, num_samples):
     """Frames of a signal of `num_samples` samples (int or integer array)."""
-    n = np.asarray(num_samples)
-    frames = np.where(n < self.frame_length, 0,
-                      1 + (n - self.frame_length) // self.frame_step)
-    return int(frames) if frames.ndim == 0 else frames.astype(np.int64)
+    return frame_count(num_samples, self.frame_length, self.frame_step)
 
   def num_samples(self, num_frames):
     """Samples covered by `num_frames` frames: the inverse of `num_frames`."""

@@ -103,12 +103,8 @@ class Grid:
     """
     n = np.asarray(num_samples)
     if self.center:
-      padded = np.where(n > 0, n + 2 * (self.frame_length // 2), 0)
-    else:
-      padded = n
-    frames = np.where(padded < self.frame_length, 0,
-                      1 + (padded - self.frame_length) // self.frame_step)
-    return int(frames) if frames.ndim == 0 else frames.astype(np.int64)
+      n = np.where(n > 0, n + 2 * (self.frame_length // 2), 0)
+    return spectral.frame_count(n, self.frame_length, self.frame_step)
 
   def aligned_with(self, config: spectral.StftConfig) -> bool:
     """True when frame t of this grid is frame t of the STFT of `config`."""
