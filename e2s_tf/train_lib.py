@@ -151,15 +151,25 @@ def filterbank_interpolation(weights: np.ndarray) -> np.ndarray:
 
   Each bin gets the mean amplitude of the bands that cover it, weighted by
   its filter weights (the band's mean amplitude is its output over its
-  filter's area). Unlike the pseudo-inverse, it never goes negative, so the
-  log of the guess stays informative (on the demo corpus: 7.6 dB LSD for this
-  guess, 11.4 dB for the clipped pseudo-inverse, 5.1 dB for non-negative least
-  squares, which is iterative).
+  filter's area); a bin that no band covers (DC and Nyquist for the default
+  logmel) copies the nearest covered bin, as `LogMel.invert_magnitude` does.
+  Unlike the pseudo-inverse, it never goes negative, so the log of the guess
+  stays informative. Spectrogram-domain LSD on 20 validation items of the demo
+  corpus: 4.7 dB for this guess (7.8 dB without the fill of the two uncovered
+  bins, which then sit at the log floor), 9.8 dB for the clipped
+  pseudo-inverse, 5.2 dB for the non-negative least squares of
+  `LogMel.invert_magnitude`, which is iterative.
   """
   w = np.asarray(weights, np.float64)
   band_area = np.maximum(w.sum(axis=0), 1e-12)
   share = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
-  return (share.T / band_area[:, None]).astype(np.float32)
+  inverse = share.T / band_area[:, None]
+  covered = np.flatnonzero(w.sum(axis=1) > 0)
+  if 0 < covered.size < w.shape[0]:
+    bins = np.arange(w.shape[0])
+    nearest = covered[np.abs(bins[:, None] - covered[None, :]).argmin(axis=1)]
+    inverse = inverse[:, nearest]
+  return inverse.astype(np.float32)
 
 
 def filterbank_prior(config: ml_collections.ConfigDict, info: dict[str, Any]):
@@ -182,7 +192,7 @@ def filterbank_prior(config: ml_collections.ConfigDict, info: dict[str, Any]):
       filterbank_interpolation(embedder.mel_matrix()),
       stats["embedding_mean"], stats["embedding_std"], stats["log_stft_mean"],
       stats["log_stft_std"], floor=spectral.MAGNITUDE_FLOOR,
-      name="filterbank_prior")
+      filterbank=embedder.mel_matrix(), name="filterbank_prior")
 
 
 def build_model(config: ml_collections.ConfigDict, info: dict[str, Any],

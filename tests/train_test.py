@@ -249,21 +249,74 @@ def test_filterbank_prior_is_the_closed_form_guess(data_dir):
   inverse = train_lib.filterbank_interpolation(w)
   assert inverse.shape == (w.shape[1], w.shape[0]) and inverse.min() >= 0
   # A spectrum that is constant inside the filterbank's range is recovered
-  # exactly there: each band's mean amplitude is that constant.
+  # (each band's mean amplitude is that constant)
   flat = np.full((1, w.shape[0]), 0.3) * (w.sum(1) > 0)
-  np.testing.assert_allclose(((flat @ w) @ inverse)[0][w.sum(1) > 0], 0.3,
-                             rtol=1e-5)
+  # exactly there, and the bins no band covers (DC, Nyquist) copy their
+  # nearest covered neighbour.
+  np.testing.assert_allclose(((flat @ w) @ inverse)[0], 0.3, rtol=1e-5)
   raw = tf.data.TFRecordDataset(records.split_files(data_dir, "train"))
   ex = records.parse_example(next(iter(raw)))
   norm = data_lib.Normalizer.from_info(info)
   x = norm.normalize_embedding(ex["embedding"].numpy())[None]
   got = prior(x).numpy()[0]
+  e = ex["embedding"].numpy()
+  silent = np.all(e <= np.log(1e-5) + 1e-4, axis=1, keepdims=True)
   expected = norm.normalize_log_stft(np.log(np.maximum(
-      np.exp(ex["embedding"].numpy()) @ inverse, 1e-5)))
+      np.where(silent, 0.0, np.exp(e) @ inverse), 1e-5)))
   np.testing.assert_allclose(got, expected, atol=2e-3)
   # Not for embedders without a filterbank inverse, nor when switched off.
   config.model.filterbank_prior = False
   assert train_lib.filterbank_prior(config, info) is None
+
+
+def test_multiscale_starts_at_its_prior_and_keeps_silent_frames(data_dir):
+  from e2s_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  config, info = _resolved("multiscale", data_dir)
+  norm = data_lib.Normalizer.from_info(info)
+  raw = tf.data.TFRecordDataset(records.split_files(data_dir, "train"))
+  emb = records.parse_example(next(iter(raw)))["embedding"].numpy()
+  # Frames 10-19 are digital silence: every band at the log floor.
+  emb[10:20] = np.log(spectral.MAGNITUDE_FLOOR)
+  x = norm.normalize_embedding(emb)[None].astype(np.float32)
+  model = train_lib.build_model(config, info, compile_model=False)
+  decoder = model.network
+  prior = decoder.prior(x).numpy()[0]
+  # (The espeak items have digital silence of their own, too.)
+  silent = np.all(emb <= np.log(spectral.MAGNITUDE_FLOOR) + 1e-4, axis=1)
+  assert silent[10:20].all() and not silent.all()
+  np.testing.assert_array_equal(decoder.prior.silent(x).numpy()[0] > 0,
+                                silent)
+  # Untrained, the decoder outputs its (projected) prior exactly: the residual
+  # paths start at zero instead of adding noise that training must first undo.
+  steps = config.model.projection_steps
+  assert steps > 0
+  np.testing.assert_allclose(
+      decoder(x).numpy()[0],
+      decoder.prior.project(prior[None], x, steps).numpy()[0], atol=1e-4)
+  # However the weights move, the silent frames stay at the (exact) prior,
+  # the normalised log floor, and the others follow the decoder.
+  rng = np.random.default_rng(0)
+  for w in decoder.trainable_weights:
+    w.assign(w.numpy() + rng.normal(0, 0.1, w.shape).astype(np.float32))
+  out = decoder(x).numpy()[0]
+  floor = norm.normalize_log_stft(np.full(
+      (1, prior.shape[1]), np.log(spectral.MAGNITUDE_FLOOR)))[0]
+  np.testing.assert_allclose(
+      out[silent], np.broadcast_to(floor, out[silent].shape), atol=1e-4)
+  assert np.abs(out[~silent] - prior[~silent]).mean() > 0.05
+  # The gate alone keeps them there (the projection also pulls them down, as
+  # their bands are at the floor); with both off they are decoded like any
+  # other frame.
+  config.model.projection_steps = 0
+  gate_only = train_lib.build_model(config, info, compile_model=False).network
+  gate_only.set_weights(decoder.get_weights())
+  np.testing.assert_allclose(gate_only(x).numpy()[0][silent],
+                             np.broadcast_to(floor, out[silent].shape),
+                             atol=1e-4)
+  config.model.silence_gate = False
+  ungated = train_lib.build_model(config, info, compile_model=False).network
+  ungated.set_weights(decoder.get_weights())
+  assert np.abs(ungated(x).numpy()[0][silent] - floor).mean() > 0.05
 
 
 def test_mixed_precision_training(data_dir, tmp_path):

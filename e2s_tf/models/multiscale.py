@@ -9,6 +9,19 @@ spans 25 frames, a quarter second), so short phonetic detail and longer
 prosodic context are decoded side by side; the refiner then sharpens the
 spectrogram locally across neighbouring bins, which the per-frame output
 projection cannot. Every convolution is masked (see layers.py).
+
+For a log-filterbank embedding (logmel) three closed-form pieces wrap the
+network (layers.FilterbankPrior), each switchable in the config:
+
+    prior (closed-form inverse of the filterbank) ─┐
+    network output (starts at zero) ───────────────┴─▶ + ─▶ refiner
+    ─▶ projection onto the stated band energies ─▶ silence gate
+
+the network learns a residual on the prior, so the untrained decoder already
+is a closed-form inverse; the projection moves the band energies of the
+output to the ones the embedding states, keeping the detail the network put
+inside the bands; frames whose bands are all at the log floor (digital
+silence) output the floor.
 """
 
 from __future__ import annotations
@@ -62,15 +75,24 @@ def default_config() -> ml_collections.ConfigDict:
   # Refiner kernel (frames, bins).
   config.refine_kernel_size = (3, 3)
   # A linear 1x1 path from the (normalised) embedding straight to the bins,
-  # added to the output: the network then starts from the best per-frame
-  # linear map (for a filterbank embedding, an interpolation across bins of
-  # the log bands) and its blocks learn the residual detail.
+  # added to the output: it quickly learns the best per-frame linear map of
+  # the log bands and the blocks learn the residual detail. With a prior it
+  # starts at zero, like the output convolution.
   config.linear_skip = True
   # Add the output to a closed-form inverse of the embedding's filterbank
   # (layers.FilterbankPrior) when the embedder has one (logmel); ignored for
   # other embedders. The decoder then learns a residual on the analytic
   # baseline.
   config.filterbank_prior = True
+  # With the prior: frames whose every filterbank band is at the log floor
+  # (digital silence) output the prior unchanged (the floor), not a decoded
+  # guess.
+  config.silence_gate = True
+  # With the prior: steps of the filterbank projection (FilterbankPrior.
+  # project) applied to the output, which moves its band energies to the
+  # ones the embedding states while keeping the detail inside the bands
+  # (0 disables).
+  config.projection_steps = 32
   # Seed of the dropout masks.
   config.seed = 0
   base.speaker_fields(config)
@@ -157,7 +179,9 @@ class MultiscaleDecoder(base.SequenceDecoder):
                dropout: float = 0.1, output_kernel_size: int = 1,
                refine_channels: int = 8, refine_layers: int = 3,
                refine_kernel_size: Sequence[int] = (3, 3),
-               linear_skip: bool = False, prior=None, seed: int = 0,
+               linear_skip: bool = False, prior=None,
+               silence_gate: bool = True, projection_steps: int = 0,
+               seed: int = 0,
                speaker_conditioning: str = "none", num_speakers: int = 0,
                speaker_dim: int = 32, **kwargs):
     if channels < 1 or num_blocks < 0:
@@ -180,11 +204,19 @@ class MultiscaleDecoder(base.SequenceDecoder):
                                                    name=f"norm_{i}")
                    for i in range(num_blocks)] if layer_norm else [])
     self.dropout = keras.layers.Dropout(dropout, seed=seed, dtype=policy)
-    self.output_conv = layers.MaskedConv1D(num_bins, output_kernel_size,
-                                           dtype=policy, name="output")
+    # With a prior, the paths added to it start at zero: the untrained
+    # decoder outputs the prior exactly (instead of the prior plus noise that
+    # training must first undo) and learns only the residual.
+    residual_init = "zeros" if prior is not None else "glorot_uniform"
+    self.output_conv = layers.MaskedConv1D(
+        num_bins, output_kernel_size, kernel_initializer=residual_init,
+        dtype=policy, name="output")
     self.prior = prior
-    self.skip = (layers.MaskedConv1D(num_bins, 1, dtype=policy,
-                                     name="linear_skip")
+    self.silence_gate = bool(silence_gate) and prior is not None
+    self.projection_steps = int(projection_steps) if prior is not None else 0
+    self.skip = (layers.MaskedConv1D(num_bins, 1,
+                                     kernel_initializer=residual_init,
+                                     dtype=policy, name="linear_skip")
                  if linear_skip else None)
     self.refiner = (
         layers.SpectralRefiner(refine_channels, refine_layers,
@@ -202,11 +234,23 @@ class MultiscaleDecoder(base.SequenceDecoder):
     spectrogram = self.output_conv(self.activation(h), mask)
     if self.skip is not None:
       spectrogram = spectrogram + self.skip(x, mask)
-    if self.prior is not None:
-      spectrogram = spectrogram + tf.cast(
-          layers.clean_padding(self.prior(x), mask), spectrogram.dtype)
+    if self.prior is None:
+      return (self.refiner(spectrogram, mask) if self.refiner is not None
+              else spectrogram)
+    prior = tf.cast(layers.clean_padding(self.prior(x), mask),
+                    spectrogram.dtype)
+    spectrogram = spectrogram + prior
     if self.refiner is not None:
       spectrogram = self.refiner(spectrogram, mask)
+    if self.projection_steps:
+      spectrogram = tf.cast(self.prior.project(spectrogram, x,
+                                               self.projection_steps),
+                            spectrogram.dtype)
+    # Frames the embedding proves silent keep the (exact) prior: the decoder
+    # cannot leave noise in the pauses, which speech metrics punish hard.
+    if self.silence_gate:
+      silent = tf.cast(self.prior.silent(x), spectrogram.dtype)[..., None]
+      spectrogram = spectrogram + silent * (prior - spectrogram)
     return spectrogram
 
 
@@ -224,7 +268,9 @@ def multiscale_decoder(config: ml_collections.ConfigDict,
       dropout=m.dropout, output_kernel_size=m.output_kernel_size,
       refine_channels=m.refine_channels, refine_layers=m.refine_layers,
       refine_kernel_size=tuple(m.refine_kernel_size),
-      linear_skip=m.get("linear_skip", False), prior=prior, seed=m.seed,
+      linear_skip=m.get("linear_skip", False), prior=prior,
+      silence_gate=m.get("silence_gate", False),
+      projection_steps=m.get("projection_steps", 0), seed=m.seed,
       name=name,
       **base.speaker_kwargs(m))
 
