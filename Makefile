@@ -14,7 +14,7 @@ LAYOUT ?= speaker_dirs
 VAD ?= 0
 EMBEDDER ?= logmel
 CONFIG ?= configs/multiscale.py
-TRAIN_MINUTES ?= 10
+TRAIN_MINUTES ?= 14
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

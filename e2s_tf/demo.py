@@ -35,7 +35,7 @@ _SPLIT_BY = flags.DEFINE_string("split_by", "",
 _CONFIG = flags.DEFINE_string("config", "configs/multiscale.py",
                               "Training config.")
 _TRAIN_MINUTES = flags.DEFINE_float(
-    "train_minutes", 10.0, "Wall-clock budget of the training stage.")
+    "train_minutes", 14.0, "Wall-clock budget of the training stage.")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 0,
                                     "Override config.train.num_steps (0: keep).")
 _SPEAKERS = flags.DEFINE_integer("speakers", 8, "Speakers of the corpus.")
