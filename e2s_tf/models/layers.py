@@ -263,11 +263,12 @@ class FilterbankPrior(keras.layers.Layer):
   prior is `ln(max(exp(e) @ P, floor))` with `P` `[bands, bins]` initialised
   to a closed-form inverse of `W` and then learned (and exactly the log floor
   in frames where every band is at the floor, see `silent`), in the
-  normalised units of the decoder: it undoes the embedding normalisation first and normalises the
-  log-spectrogram after. The decoder adds its output to this guess, so it
-  learns what a linear inverse of the filterbank cannot recover (harmonics
-  inside a band, the phase-free detail of the envelope) and starts from the
-  analytic baseline instead of from nothing.
+  normalised units of the decoder: it undoes the embedding normalisation
+  first and normalises the log-spectrogram after. The decoder adds its output
+  to this guess, so it learns what a linear inverse of the filterbank cannot
+  recover (harmonics inside a band, the phase-free detail of the envelope)
+  and starts from a closed-form inverse instead of from nothing. `project`
+  and `silent` serve the decoder's later stages (see models/multiscale.py).
 
   Call: `(x [batch, frames, >= bands] normalised embedding)` ->
   `[batch, frames, bins]` normalised log-magnitude.

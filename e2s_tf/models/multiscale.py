@@ -180,7 +180,7 @@ class MultiscaleDecoder(base.SequenceDecoder):
                refine_channels: int = 8, refine_layers: int = 3,
                refine_kernel_size: Sequence[int] = (3, 3),
                linear_skip: bool = False, prior=None,
-               silence_gate: bool = True, projection_steps: int = 0,
+               silence_gate: bool = False, projection_steps: int = 0,
                seed: int = 0,
                speaker_conditioning: str = "none", num_speakers: int = 0,
                speaker_dim: int = 32, **kwargs):
