@@ -15,6 +15,7 @@ Workdir layout:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -179,13 +180,21 @@ def filterbank_prior(config: ml_collections.ConfigDict, info: dict[str, Any]):
     return None
   from e2s_tf import embedders  # pylint: disable=g-import-not-at-top
   from e2s_tf.models import layers  # pylint: disable=g-import-not-at-top
+  stft = spectral.StftConfig.from_dict(info["stft"])
+  # The embedder on its own frames (a target STFT may be framed differently,
+  # e.g. by the framing experiment); only its filterbank over the target's
+  # bins is used.
+  grid = info["embedder"].get("grid") or {}
   try:
-    embedder = embedders.from_description(
-        info["embedder"], spectral.StftConfig.from_dict(info["stft"]))
+    embedder_stft = dataclasses.replace(
+        stft, frame_length=int(grid.get("frame_length", stft.frame_length)),
+        frame_step=int(grid.get("frame_step", stft.frame_step)))
+    embedder = embedders.from_description(info["embedder"], embedder_stft)
   except (ValueError, OSError, embedders.EmbedderError):
     return None
   if not hasattr(embedder, "mel_matrix") or getattr(
-      embedder, "name", "") != "logmel":
+      embedder, "name", "") != "logmel" or (
+          embedder.mel_matrix().shape[0] != stft.num_bins):
     return None
   stats = info["stats"]
   return layers.FilterbankPrior(

@@ -264,6 +264,13 @@ def test_filterbank_prior_is_the_closed_form_guess(data_dir):
   expected = norm.normalize_log_stft(np.log(np.maximum(
       np.where(silent, 0.0, np.exp(e) @ inverse), 1e-5)))
   np.testing.assert_allclose(got, expected, atol=2e-3)
+  # A target framed differently from the embedding (the framing experiment's
+  # 512-sample window) still gets the embedder's filterbank over its bins.
+  wide = json.loads(json.dumps(info))
+  wide["stft"]["frame_length"] = 512
+  wide_prior = train_lib.filterbank_prior(config, wide)
+  assert wide_prior is not None
+  np.testing.assert_allclose(wide_prior(x).numpy()[0], got, atol=1e-5)
   # Not for embedders without a filterbank inverse, nor when switched off.
   config.model.filterbank_prior = False
   assert train_lib.filterbank_prior(config, info) is None
