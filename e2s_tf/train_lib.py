@@ -161,16 +161,12 @@ def filterbank_interpolation(weights: np.ndarray) -> np.ndarray:
   pseudo-inverse, 5.2 dB for the non-negative least squares of
   `LogMel.invert_magnitude`, which is iterative.
   """
+  from e2s_tf.embedders import logmel  # pylint: disable=g-import-not-at-top
   w = np.asarray(weights, np.float64)
   band_area = np.maximum(w.sum(axis=0), 1e-12)
   share = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
   inverse = share.T / band_area[:, None]
-  covered = np.flatnonzero(w.sum(axis=1) > 0)
-  if 0 < covered.size < w.shape[0]:
-    bins = np.arange(w.shape[0])
-    nearest = covered[np.abs(bins[:, None] - covered[None, :]).argmin(axis=1)]
-    inverse = inverse[:, nearest]
-  return inverse.astype(np.float32)
+  return inverse[:, logmel.nearest_covered_bins(w)].astype(np.float32)
 
 
 def filterbank_prior(config: ml_collections.ConfigDict, info: dict[str, Any]):

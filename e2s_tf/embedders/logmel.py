@@ -31,6 +31,22 @@ INVERSE_TOLERANCE = 1e-6
 _CHECK_EVERY = 25
 
 
+def nearest_covered_bins(weights: np.ndarray) -> np.ndarray:
+  """`[bins]` index of the nearest bin that some band of `weights` covers.
+
+  `weights`: `[bins, bands]` filterbank. Covered bins map to themselves;
+  `x[..., nearest_covered_bins(w)]` copies each uncovered bin (DC, Nyquist,
+  below the lowest edge) from its nearest covered neighbour. The identity when
+  every bin, or none, is covered.
+  """
+  w = np.asarray(weights)
+  bins = np.arange(w.shape[0])
+  covered = np.flatnonzero(w.sum(axis=1) > 0)
+  if covered.size == 0 or covered.size == bins.size:
+    return bins
+  return covered[np.abs(bins[:, None] - covered[None, :]).argmin(axis=1)]
+
+
 def nonnegative_least_squares(targets: np.ndarray, basis: np.ndarray,
                               num_iterations: int = INVERSE_ITERATIONS,
                               tolerance: float = INVERSE_TOLERANCE,
@@ -167,9 +183,4 @@ class LogMelEmbedder(base.Embedder):
     w = self.mel_matrix().astype(np.float64)  # [bins, mel]
     magnitude = nonnegative_least_squares(np.exp(features), w,
                                           num_iterations=num_iterations)
-    covered = np.flatnonzero(w.sum(axis=1) > 0)
-    if covered.size and covered.size < w.shape[0]:
-      bins = np.arange(w.shape[0])
-      nearest = covered[np.abs(bins[:, None] - covered[None, :]).argmin(axis=1)]
-      magnitude = magnitude[:, nearest]
-    return magnitude.astype(np.float32)
+    return magnitude[:, nearest_covered_bins(w)].astype(np.float32)

@@ -306,6 +306,10 @@ class FilterbankPrior(keras.layers.Layer):
     e = tf.cast(x[..., :self.bands], tf.float32)
     return e * emb_std[:self.bands] + emb_mean[:self.bands]
 
+  def _at_floor(self, log_bands):
+    """`[..., bands]` bool: the band sits at the log floor."""
+    return log_bands <= math.log(self.floor) + _SILENCE_TOLERANCE
+
   def silent(self, x):
     """`[batch, frames]` float32: 1 where every band sits at the log floor.
 
@@ -316,7 +320,7 @@ class FilterbankPrior(keras.layers.Layer):
     it unchanged. The tolerance absorbs the float32 round trip through the
     normalisation.
     """
-    at_floor = self._log_bands(x) <= math.log(self.floor) + _SILENCE_TOLERANCE
+    at_floor = self._at_floor(self._log_bands(x))
     return tf.cast(tf.reduce_all(at_floor, axis=-1), tf.float32)
 
   def call(self, x):
@@ -364,7 +368,7 @@ class FilterbankPrior(keras.layers.Layer):
     magnitude = tf.maximum(magnitude, self.floor)
     e = self._log_bands(x)
     stated = tf.exp(tf.minimum(e, 20.0))
-    at_floor = e <= math.log(self.floor) + _SILENCE_TOLERANCE
+    at_floor = self._at_floor(e)
     for _ in range(steps):
       decoded = tf.einsum("btf,fm->btm", magnitude, w)
       ratio = stated / tf.maximum(decoded, 1e-12)
