@@ -1,0 +1,203 @@
+"""What keeps the programs' files safe: item ids, output paths, run locks.
+
+Three rules of DESIGN.md meet here:
+
+- An item id becomes a file name, so it must be one: 1-200 characters of
+  letters, digits, `.`, `_`, `-` and `/` between non-empty segments, no
+  segment `.` or `..`, no leading `/` (`check_item_id`).
+- No output ever lands outside its output folder: every writer that names a
+  file after an item builds the path with `output_path`, which refuses an id
+  that is not valid (even one from an old record) and any path that would
+  resolve outside the folder (a symbolic link inside it, for instance).
+- An output folder in use by another run is refused: `FolderLock` holds an
+  advisory lock (`fcntl.flock`) on `<folder>/.e2s.lock` for as long as a run
+  writes there. The kernel drops the lock when its process dies, however it
+  dies, so a stale lock is taken over without a question; the file itself
+  names the holder (program, pid, host, start) for the message a second run
+  prints.
+
+`describe_os_error` turns an `OSError` into the one line a main prints, with
+"no space left on <path>" for a full disk.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import fcntl
+import json
+import os
+import re
+import socket
+from typing import Any, Optional
+
+MAX_ID_LENGTH = 200
+_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+LOCK_FILE = ".e2s.lock"
+
+
+class InvalidItemId(ValueError):
+  """An item id that cannot be a file name inside an output folder."""
+
+
+class FolderInUse(RuntimeError):
+  """Another live process holds the folder's lock."""
+
+
+def item_id_problem(item_id: Any) -> Optional[str]:
+  """Why `item_id` is not a valid id, or None when it is."""
+  if not isinstance(item_id, str):
+    return f"an id must be a string, got {type(item_id).__name__}"
+  if not item_id:
+    return "an id must not be empty"
+  if len(item_id) > MAX_ID_LENGTH:
+    return (f"an id has at most {MAX_ID_LENGTH} characters, this one "
+            f"{len(item_id)}")
+  if item_id.startswith("/"):
+    return "an id must not start with '/'"
+  for segment in item_id.split("/"):
+    if not segment:
+      return "an id must not have an empty segment ('//' or a trailing '/')"
+    if segment in (".", ".."):
+      return f"an id must not have a segment {segment!r}"
+    if not _SEGMENT.fullmatch(segment):
+      bad = sorted({c for c in segment if not _SEGMENT.fullmatch(c)})
+      return ("an id may hold only letters, digits, '.', '_', '-' and '/', "
+              f"not {''.join(bad)!r}")
+  return None
+
+
+def check_item_id(item_id: Any) -> str:
+  """Returns `item_id` if valid, else raises InvalidItemId saying why."""
+  problem = item_id_problem(item_id)
+  if problem:
+    raise InvalidItemId(f"invalid item id {item_id!r}: {problem}")
+  return item_id
+
+
+def _inside(path: str, folder: str) -> bool:
+  return os.path.commonpath([path, folder]) == folder
+
+
+def output_path(folder: str, item_id: Any, suffix: str = "") -> str:
+  """The path `<folder>/<item_id><suffix>`, which never leaves `folder`.
+
+  Args:
+    folder: the output folder (need not exist yet).
+    item_id: a valid item id (`check_item_id`); its `/` make sub-folders.
+    suffix: appended to the last segment, e.g. ".wav"; no `/` in it.
+
+  Raises:
+    InvalidItemId: `item_id` is not valid, or the path would resolve outside
+      `folder` (through a symbolic link already there).
+  """
+  check_item_id(item_id)
+  if "/" in suffix or suffix in (".", ".."):
+    raise ValueError(f"suffix {suffix!r} must not hold '/'")
+  root = os.path.realpath(folder)
+  path = os.path.join(root, item_id + suffix)
+  # realpath follows links already on disk: one inside the folder that points
+  # out of it is caught here, before anything is written through it.
+  if not _inside(os.path.realpath(path), root):
+    raise InvalidItemId(f"item id {item_id!r}: {path} resolves outside "
+                        f"{folder}")
+  return path
+
+
+def unique_output_path(folder: str, item_id: Any, suffix: str,
+                       taken: set[str]) -> str:
+  """`output_path`, with `-2`, `-3`, ... appended until not in `taken`.
+
+  The chosen path is added to `taken`, so names collected over one run
+  never collide (e.g. `a/x.npy` and `b/x.npy` written to one flat folder).
+  """
+  path = output_path(folder, item_id, suffix)
+  number = 1
+  while path in taken:
+    number += 1
+    path = output_path(folder, f"{item_id}-{number}", suffix)
+  taken.add(path)
+  return path
+
+
+def describe_os_error(error: OSError, path: Optional[str] = None) -> str:
+  """One line for an OSError: "no space left on <path>" for a full disk."""
+  where = path or error.filename or "?"
+  if error.errno in (errno.ENOSPC, errno.EDQUOT):
+    return f"no space left on {where}"
+  reason = error.strerror or str(error)
+  return f"{where}: {reason}"
+
+
+def is_no_space(error: BaseException) -> bool:
+  """Whether `error` (an OSError or a TensorFlow error) means a full disk."""
+  if isinstance(error, OSError):
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
+  return "No space left on device" in str(error)
+
+
+class FolderLock:
+  """An exclusive lock on an output folder for one run.
+
+      with FolderLock(workdir, "train"):
+        ...  # a second run into workdir fails at once with FolderInUse
+
+  The lock is `flock` on `<folder>/.e2s.lock`: released by the kernel when the
+  process exits or is killed, so a lock left by a dead process is free. The
+  file stays (it is this program's file; removing it could let two runs hold
+  two different inodes). Folders on non-local file systems (`gs://`, ...) are
+  not locked.
+  """
+
+  def __init__(self, folder: str, program: str):
+    self.folder = folder
+    self.program = program
+    self.path = os.path.join(folder, LOCK_FILE)
+    self._fd: Optional[int] = None
+
+  def acquire(self) -> "FolderLock":
+    if "://" in self.folder:
+      return self
+    os.makedirs(self.folder, exist_ok=True)
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = _read_holder(fd)
+      os.close(fd)
+      raise FolderInUse(
+          f"{self.folder} is in use by another run ({holder}); wait for it to "
+          "finish or stop it, or choose another folder") from None
+    except BaseException:
+      os.close(fd)
+      raise
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    info = {"program": self.program, "pid": os.getpid(),
+            "host": socket.gethostname(), "started": started}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+    self._fd = fd
+    return self
+
+  def release(self) -> None:
+    if self._fd is not None:
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      os.close(self._fd)
+      self._fd = None
+
+  def __enter__(self) -> "FolderLock":
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+
+def _read_holder(fd: int) -> str:
+  try:
+    info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+  except (OSError, ValueError):
+    info = {}
+  if not info:
+    return "its details are not written yet"
+  return (f"{info.get('program', '?')}, pid {info.get('pid', '?')} on "
+          f"{info.get('host', '?')}, started {info.get('started', '?')}")
