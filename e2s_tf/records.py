@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Optional
+import re
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -131,3 +132,45 @@ def split_files(data_dir: str, split: str,
     raise FileNotFoundError(f"shards listed in dataset_info.json are missing: "
                             f"{missing[:3]}")
   return files
+
+
+class CorruptShardError(ValueError):
+  """A shard that cannot be read to its end; the message names the file."""
+
+
+def _shard_error(path: str, error: Exception) -> CorruptShardError:
+  reason = str(getattr(error, "message", error)).splitlines()[0]
+  # TensorFlow wraps the reason in the op's name: keep what a user can read.
+  reason = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:.*$", "", reason).strip(" '")
+  return CorruptShardError(
+      f"{path} is truncated or corrupted ({reason}); re-run "
+      "e2s_tf.preprocess into its folder to rebuild it")
+
+
+def iterate_records(paths: Sequence[str]) -> Iterator[tf.Tensor]:
+  """The serialized records of `paths`, in order, one shard at a time.
+
+  Raises:
+    CorruptShardError: a shard is truncated or fails its CRC; names the file.
+  """
+  for path in paths:
+    try:
+      for raw in tf.data.TFRecordDataset(path):
+        yield raw
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      raise _shard_error(path, e) from None
+
+
+def find_corrupt_shard(paths: Sequence[str]) -> Optional[CorruptShardError]:
+  """Reads every shard of `paths` to its end: the first corrupt one's error.
+
+  For a `tf.errors.DataLossError` raised inside a tf.data pipeline (which
+  does not say which file), to tell the user which shard it was.
+  """
+  for path in paths:
+    try:
+      for _ in tf.data.TFRecordDataset(path):
+        pass
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      return _shard_error(path, e)
+  return None
