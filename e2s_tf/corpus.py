@@ -17,7 +17,8 @@ running `_ESPEAK_WORKER`; a thread pool runs several at once.
 style `<root>/<speaker>/**/<file>`, or `flat`) into a manifest, optionally
 one item per voice-active region. `read_manifest` loads and validates one.
 
-Manifest format (one JSON object per line): `id` (unique), `audio` (path,
+Manifest format (one JSON object per line): `id` (unique, and a valid id:
+`fileio.check_item_id`, since ids become output file names), `audio` (path,
 relative to the manifest's directory allowed), optional `speaker`, `start` and
 `end` (seconds), `embedding` (path to .npy), `text`.
 """
@@ -32,6 +33,7 @@ import os
 import struct
 import subprocess
 import sys
+import unicodedata
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from absl import logging
@@ -41,6 +43,7 @@ import scipy.signal
 import tqdm
 
 from e2s_tf import audio as audio_lib
+from e2s_tf import fileio
 from e2s_tf import spectral
 
 MANIFEST = "manifest.jsonl"
@@ -408,8 +411,9 @@ def read_manifest(path: str) -> list[dict[str, Any]]:
   Raises:
     FileNotFoundError: no such manifest.
     ManifestError: malformed JSON, an item that is not an object, a missing or
-      empty `id`/`audio`, a duplicate id, or invalid `start`/`end`; the
-      message names the file and line number.
+      empty `id`/`audio`, an id that breaks the id rule (`../x`, `/x`, a
+      space, ...: `fileio.item_id_problem` says why), a duplicate id, or
+      invalid `start`/`end`; the message names the file and line number.
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"manifest {path} not found")
@@ -435,6 +439,9 @@ def read_manifest(path: str) -> list[dict[str, Any]]:
       for key in ("id", "audio"):
         if not isinstance(item.get(key), str) or not item[key]:
           raise ManifestError(f"{where}: missing or empty {key!r}")
+      problem = fileio.item_id_problem(item["id"])
+      if problem:
+        raise ManifestError(f"{where}: invalid id {item['id']!r}: {problem}")
       if item["id"] in seen:
         raise ManifestError(f"{where}: duplicate id {item['id']!r} (first on "
                             f"line {seen[item['id']]})")
@@ -494,13 +501,80 @@ def find_audio(audio_dir: str) -> list[str]:
   return sorted(found)
 
 
+# Room left in a generated id for the suffixes "_r<k>" (regions) and "-<n>"
+# (to keep ids unique) within fileio.MAX_ID_LENGTH.
+_ID_SUFFIX_ROOM = 24
+
+
+def id_segment(name: str) -> str:
+  """`name` as one segment of a valid item id; the same name, the same id.
+
+  Letters are decomposed and stripped of accents ("é" -> "e"); every run of
+  other characters outside letters, digits, `.`, `_` and `-` becomes one `_`
+  ("my take (2)" -> "my_take_2_"); a segment `.` or `..` becomes `_`, an
+  empty one `_`.
+  """
+  folded = "".join(c for c in unicodedata.normalize("NFKD", name)
+                   if not unicodedata.combining(c))
+  out, replaced = [], False
+  for c in folded:
+    if c.isascii() and (c.isalnum() or c in "._-"):
+      out.append(c)
+      replaced = False
+    elif not replaced:
+      out.append("_")
+      replaced = True
+  segment = "".join(out)
+  return "_" if segment in ("", ".", "..") else segment
+
+
+def path_id(relative: str, max_length: int = fileio.MAX_ID_LENGTH) -> str:
+  """A '/'-separated relative path as a valid id, its segments `id_segment`.
+
+  Longer than `max_length` characters: cut at `max_length` (then a trailing
+  '/' or '.'/'..' segment is mended); ids made unique by `unique_ids`.
+  """
+  item_id = "/".join(id_segment(p) for p in relative.split("/") if p) or "_"
+  if len(item_id) > max_length:
+    item_id = "/".join(id_segment(p) for p in
+                       item_id[:max_length].split("/") if p)
+  return item_id
+
+
+def unique_ids(ids: Sequence[str]) -> list[str]:
+  """`ids` with repeats renamed `<id>-2`, `<id>-3`, ... in order.
+
+  The first occurrence keeps its id; a new name never takes any id of the
+  input, so the result is unique and depends only on the input order.
+  """
+  reserved, used, out = set(ids), set(), []
+  for item_id in ids:
+    name, number = item_id, 1
+    while name in used or (name != item_id and name in reserved):
+      number += 1
+      name = f"{item_id}-{number}"
+    used.add(name)
+    out.append(name)
+  return out
+
+
 def _file_ids(relatives: Sequence[str]) -> list[str]:
-  """File stems if unique, else paths without extension ('/' -> '_')."""
-  stems = [os.path.splitext(r.rsplit("/", 1)[-1])[0] for r in relatives]
+  """Valid, unique ids of audio files (relative '/'-separated paths).
+
+  The file stem ("p1/001.wav" -> "001") when the stems are unique, else the
+  path without its extension with '/' -> '_' ("p1_001"); either way each
+  character an id may not hold is mapped by `id_segment` ("my take (2).wav"
+  -> "my_take_2_"), and names that still repeat get `-2`, `-3`, ...
+  (`unique_ids`, in the sorted order of the paths).
+  """
+  room = fileio.MAX_ID_LENGTH - _ID_SUFFIX_ROOM
+  stems = [path_id(os.path.splitext(r.rsplit("/", 1)[-1])[0], room)
+           for r in relatives]
   if len(set(stems)) == len(stems):
     return stems
   logging.warning("file names are not unique; ids are relative paths instead")
-  return [os.path.splitext(r)[0].replace("/", "_") for r in relatives]
+  return unique_ids([path_id(os.path.splitext(r)[0].replace("/", "_"), room)
+                     for r in relatives])
 
 
 def build_manifest(audio_dir: str, out: str, layout: str = "speaker_dirs",
@@ -521,6 +595,10 @@ def build_manifest(audio_dir: str, out: str, layout: str = "speaker_dirs",
     config: the frame grid of the regions (and the rate audio is loaded at).
     vad_options: settings of `audio.vad_regions`.
     progress: show a progress bar.
+
+  Ids are made from the file names, always valid (`fileio.check_item_id`) and
+  unique: see `_file_ids` (characters an id may not hold become `_`, e.g.
+  "my take (2).wav" -> "my_take_2_"; repeats get `-2`, `-3`, ...).
 
   Returns:
     The number of items written.
@@ -562,6 +640,9 @@ def build_manifest(audio_dir: str, out: str, layout: str = "speaker_dirs",
       start, end = audio_lib.frames_to_seconds(region, config)
       items.append({**base, "id": f"{file_id}_r{k}", "start": start,
                     "end": end})
+  # A region id "<file id>_r<k>" may equal another file's id: keep them apart.
+  for item, item_id in zip(items, unique_ids([it["id"] for it in items])):
+    item["id"] = fileio.check_item_id(item_id)
   count = write_manifest(items, out)
   logging.info("%s: %d items from %d files (%d unreadable)", out, count,
                len(relatives), failed)

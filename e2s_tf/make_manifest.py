@@ -6,6 +6,11 @@ r"""Builds a manifest from a directory of audio files.
 `speaker_dirs`: <audio_dir>/<speaker>/**/<file> (LibriSpeech, VCTK); `flat`:
 every .wav/.flac/.ogg file under audio_dir, without speakers. With --vad, one
 item per voice-active region (start/end in seconds, on the frame grid).
+
+Ids come from the file names and are always valid ids (they become output
+file names): characters other than letters, digits, '.', '_' and '-' map to
+'_' ("my take (2).wav" -> "my_take_2_"), accents are dropped, and repeats get
+"-2", "-3", ... (see corpus.build_manifest).
 """
 
 from absl import app

@@ -13,6 +13,7 @@ import soundfile as sf
 
 from e2s_tf import audio
 from e2s_tf import corpus
+from e2s_tf import fileio
 from e2s_tf import spectral
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -265,6 +266,49 @@ def test_build_manifest_ids_fall_back_to_paths_when_names_repeat(tmp_path):
   assert [i["id"] for i in corpus.read_manifest(out)] == ["p1_001", "p2_001"]
 
 
+def test_build_manifest_makes_valid_unique_ids_from_any_file_name(tmp_path):
+  """Spaces, brackets, accents, '..' in names: ids that are file names."""
+  root = tmp_path / "audio"
+  names = ["my take (2).wav", "my take [2].wav", "caf\u00e9 no\u00ebl.wav",
+           "x .. y.wav", "a-b.c_d.wav", "sub dir/x y.wav",
+           "sub dir/my_take_2_.wav"]
+  for name in names:
+    _write_tone(str(root / name), seconds=0.05)
+  out = str(tmp_path / "m.jsonl")
+  assert corpus.build_manifest(str(root), out, layout="flat") == len(names)
+  items = corpus.read_manifest(out)  # would raise on an invalid id
+  ids = {os.path.relpath(i["audio"], root): i["id"] for i in items}
+  # The stems repeat ("my take (2)" and "my take [2]" both map to
+  # "my_take_2_"), so ids are the paths, '/' -> '_', then made unique in
+  # the sorted order of the paths.
+  assert ids == {
+      "x .. y.wav": "x_.._y",
+      "a-b.c_d.wav": "a-b.c_d",
+      "caf\u00e9 no\u00ebl.wav": "cafe_noel",
+      "my take (2).wav": "my_take_2_",
+      "my take [2].wav": "my_take_2_-2",
+      "sub dir/my_take_2_.wav": "sub_dir_my_take_2_",
+      "sub dir/x y.wav": "sub_dir_x_y"}
+  for item_id in ids.values():
+    assert fileio.item_id_problem(item_id) is None
+  # Deterministic: the same files, the same manifest, byte for byte.
+  again = str(tmp_path / "again.jsonl")
+  corpus.build_manifest(str(root), again, layout="flat")
+  assert filecmp.cmp(out, again, shallow=False)
+
+
+def test_id_helpers_map_and_deduplicate():
+  assert corpus.id_segment("my take (2)") == "my_take_2_"
+  assert corpus.id_segment("M\u00fcller") == "Muller"
+  assert [corpus.id_segment(s) for s in ("", ".", "..", "...")] == [
+      "_", "_", "_", "..."]
+  assert corpus.path_id("../a b/./c") == "_/a_b/_/c"
+  assert corpus.path_id("a/" + "b" * 300, max_length=10) == "a/bbbbbbbb"
+  # A renamed repeat never takes an id that the input already holds.
+  assert corpus.unique_ids(["a", "a", "a-2", "b", "a"]) == [
+      "a", "a-3", "a-2", "b", "a-4"]
+
+
 def test_build_manifest_rejects_unknown_layouts_and_missing_dirs(tmp_path):
   with pytest.raises(ValueError, match="layout"):
     corpus.build_manifest(str(tmp_path), str(tmp_path / "m"), layout="tree")
@@ -337,6 +381,16 @@ def test_build_manifest_vad_skips_unreadable_and_silent_files(tmp_path,
      "m.jsonl:1: start 2.0 is not before end 1.0"),
     (['{"id": "a", "audio": "a.wav", "start": "0"}'],
      "m.jsonl:1: 'start' must be a non-negative number"),
+    # Ids become file names: none may lead out of an output folder.
+    (['{"id": "a", "audio": "a.wav"}', '{"id": "../../x", "audio": "x.wav"}'],
+     "m.jsonl:2: invalid id '../../x': an id must not have a segment '..'"),
+    (['{"id": "/abs/x", "audio": "x.wav"}'],
+     "m.jsonl:1: invalid id '/abs/x': an id must not start with '/'"),
+    (['{"id": "a//b", "audio": "x.wav"}'], "m.jsonl:1: invalid id 'a//b'"),
+    (['{"id": "my take", "audio": "x.wav"}'],
+     "m.jsonl:1: invalid id 'my take': an id may hold only letters"),
+    (['{"id": "' + "x" * 201 + '", "audio": "x.wav"}'],
+     "at most 200 characters"),
 ])
 def test_read_manifest_errors_name_the_line(tmp_path, lines, message):
   path = tmp_path / "m.jsonl"
@@ -365,12 +419,13 @@ def test_read_manifest_resolves_relative_paths(tmp_path):
   path.write_text(
       '{"id": "a", "audio": "../wav/a.wav", "embedding": "emb/a.npy", '
       '"start": 0.5, "end": 1.25, "text": "hi"}\n\n'
-      '{"id": "b", "audio": "/abs/b.wav", "speaker": "s"}\n')
+      '{"id": "sub/b", "audio": "/abs/b.wav", "speaker": "s"}\n')
   a, b = corpus.read_manifest(str(path))
   assert a == {"id": "a", "audio": str(tmp_path / "wav" / "a.wav"),
                "embedding": str(tmp_path / "sub" / "emb" / "a.npy"),
                "start": 0.5, "end": 1.25, "text": "hi"}
-  assert b == {"id": "b", "audio": "/abs/b.wav", "speaker": "s"}
+  # '/' in an id is allowed: it makes a sub-folder of the outputs.
+  assert b == {"id": "sub/b", "audio": "/abs/b.wav", "speaker": "s"}
 
 
 # --------------------------------------------------------------------------
