@@ -352,6 +352,35 @@ def test_npy_errors_name_the_item_and_file(tmp_path):
   assert "cannot read" in str(error) and bad in str(error)
 
 
+def test_npy_refuses_archives_complex_overflow_and_bad_ids(tmp_path):
+  """Each bad file is an EmbedderError naming item and file, never a crash."""
+  bad = str(tmp_path / "bad.npy")
+  np.savez(tmp_path / "archive.npz", a=np.zeros((5, 4), np.float32))
+  os.replace(tmp_path / "archive.npz", bad)  # an .npz renamed .npy
+  error = _npy_error(tmp_path, embedding=bad)
+  assert ".npz archive" in str(error) and bad in str(error)
+
+  error = _npy_error(tmp_path, np.ones((5, 4), np.complex64))
+  assert "real numbers" in str(error) and "complex64" in str(error)
+  error = _npy_error(tmp_path, np.ones((5, 4), bool))
+  assert "real numbers" in str(error)
+
+  # Finite in float64, infinite in float32: not silently cast.
+  error = _npy_error(tmp_path, np.full((5, 4), 1e300))
+  assert error.reason == "non_finite" and "float32" in str(error)
+
+  for data in (b"", b"PK\x03\x04broken zip"):  # empty; a broken archive
+    with open(bad, "wb") as f:
+      f.write(data)
+    error = _npy_error(tmp_path, embedding=bad)
+    assert "cannot read" in str(error)
+
+  np.save(bad, np.ones((5, 4), np.float32))
+  embedder = embedders.get_embedder("npy", CONFIG)
+  with pytest.raises(embedders.EmbedderError, match="invalid item id"):
+    embedder.embed(_signal(SAMPLES), _item("../../x", embedding=bad))
+
+
 def test_npy_enforces_the_first_files_dim(tmp_path):
   embedder = embedders.get_embedder("npy", CONFIG)
   np.save(tmp_path / "a.npy", np.zeros((5, 64), np.float32))

@@ -5,20 +5,82 @@ The manifest item's `embedding` field names a `[frames, dim]` float array
 (64, 120) arrays). The arrays are declared to lie on the StftConfig's grid
 unless `frame_length` / `frame_step` say otherwise; the dimension is the
 `dim` option, or the first file's and then enforced on every other file.
+
+`read_embedding` is the one reader of such files, shared with
+e2s_tf.synthesize: it never unpickles, refuses an .npz archive (whatever
+its name), arrays that are not 2-D, not real numbers (complex, bool, text,
+records) or not finite once in float32, and says which in one line.
 """
 
 from __future__ import annotations
 
 import os
 from typing import Any, Mapping, Optional
+import zipfile
 
 import numpy as np
 
+from e2s_tf import fileio
 from e2s_tf import spectral
 from e2s_tf.embedders import base
 from e2s_tf.embedders import registry
 
 EMBEDDING_FIELD = "embedding"
+
+
+class NpyError(ValueError):
+  """A .npy file that is not a usable embedding; `reason` in base.REASONS."""
+
+  def __init__(self, detail: str, reason: str = base.EMBEDDING_ERROR):
+    super().__init__(detail)
+    self.detail = detail
+    self.reason = reason
+
+  def __reduce__(self):
+    return self.__class__, (self.detail, self.reason)
+
+
+def read_embedding(path: str, transpose: bool = False) -> np.ndarray:
+  """Reads one embedding file: `[frames, dim]` float32, finite.
+
+  Args:
+    path: a .npy file holding `[frames, dim]`, or `[dim, frames]`.
+    transpose: the file holds `[dim, frames]`.
+
+  Raises:
+    NpyError: the file is missing or unreadable (truncated, pickled data, an
+      .npz archive), the array is not 2-D (`wrong_dimension`), not real
+      numbers, or has NaN/Inf values, also after the cast to float32
+      (`non_finite`). The message says what, without the path.
+  """
+  if not os.path.isfile(path):
+    raise NpyError("embedding file not found")
+  try:
+    array = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise NpyError(f"cannot read the .npy file: {e or type(e).__name__}"
+                   ) from None
+  if not isinstance(array, np.ndarray):  # np.load opened an .npz archive
+    array.close()
+    raise NpyError("expected a .npy array, got an .npz archive")
+  layout = "[dim, frames]" if transpose else "[frames, dim]"
+  if array.ndim != 2:
+    raise NpyError(f"expected a 2-D {layout} array, got shape {array.shape}",
+                   base.WRONG_DIMENSION)
+  if (array.dtype.fields is not None or np.iscomplexobj(array) or
+      not (np.issubdtype(array.dtype, np.integer) or
+           np.issubdtype(array.dtype, np.floating))):
+    raise NpyError(f"expected real numbers, got dtype {array.dtype}")
+  if transpose:
+    array = array.T
+  with np.errstate(over="ignore"):
+    out = np.ascontiguousarray(array, np.float32)
+  finite = np.isfinite(out)
+  if not finite.all():
+    bad = int(finite.size - np.count_nonzero(finite))
+    raise NpyError(f"embedding has {bad} non-finite values (NaN/Inf, or "
+                   "beyond the float32 range)", base.NON_FINITE)
+  return out
 
 
 @registry.register("npy")
@@ -68,31 +130,20 @@ class NpyEmbedder(base.Embedder):
     return item.get(EMBEDDING_FIELD) or item.get("audio")
 
   def _embed(self, audio: np.ndarray, item: Mapping[str, Any]) -> np.ndarray:
+    # The id names the item's records and output files: an item that did not
+    # come through corpus.read_manifest is checked here all the same.
+    problem = fileio.item_id_problem(item.get("id"))
+    if problem:
+      raise self.error(item, f"invalid item id: {problem}")
     path = item.get(EMBEDDING_FIELD)
     if not path:
       raise self.error(item, f"the manifest item has no {EMBEDDING_FIELD!r} "
                        "field (a path to a .npy file)")
     path = os.fspath(path)
-    if not os.path.isfile(path):
-      raise self.error(item, "embedding file not found", path=path)
     try:
-      array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-      raise self.error(item, f"cannot read the .npy file: {e}",
-                       path=path) from e
-    if not isinstance(array, np.ndarray):  # an .npz archive
-      array.close()
-      raise self.error(item, "expected a .npy array, got an .npz archive",
-                       path=path)
-    if array.ndim != 2:
-      layout = "[dim, frames]" if self.transpose else "[frames, dim]"
-      raise self.error(item, f"expected a 2-D {layout} array, got shape "
-                       f"{array.shape}", path=path,
-                       reason=base.WRONG_DIMENSION)
-    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-      raise self.error(item, f"expected a real numeric array, got "
-                       f"{array.dtype}", path=path)
-    return array.T if self.transpose else array
+      return read_embedding(path, self.transpose)
+    except NpyError as e:
+      raise self.error(item, e.detail, path=path, reason=e.reason) from None
 
   def _learn_dim(self, dim: int) -> None:
     self._dim = int(dim)
