@@ -2,13 +2,18 @@
 
 `load_audio` decodes WAV, FLAC and Ogg/Vorbis files with tensorflow-io, mixes
 them down to mono float32 in [-1, 1), resamples them to the project's rate and
-optionally cuts a region given in seconds. `save_wav` writes 16-bit PCM.
+optionally cuts a region given in seconds. A region is decoded on its own (with
+a margin for the resampler's filter), so its cost does not grow with the file;
+the samples are those of the whole file's decoding, cut. `num_samples` reads
+a file's length from its header. `save_wav` writes 16-bit PCM.
 
 `vad_regions` is a small energy voice-activity detector whose regions are
 half-open frame ranges `[start_frame, end_frame)` on the `StftConfig` grid;
 `frames_to_seconds` turns one into the exact sample span those frames cover,
 so that `load_audio(path, sr, *frames_to_seconds(region, config))` has exactly
 `end_frame - start_frame` frames, aligned with the frames of the whole file.
+`quiet_cut_frame` finds the middle of the longest pause in a stretch of audio,
+where preprocessing cuts an item that is too long.
 
 Two quirks of tensorflow-io 0.37 are handled here:
   * 32-bit integer PCM WAV files come back as float32 tensors holding the raw
@@ -58,8 +63,11 @@ def _uint8_to_float(x: np.ndarray) -> np.ndarray:
 
 
 def _int_to_float(bits: int) -> Callable[[np.ndarray], np.ndarray]:
-  scale = float(2 ** (bits - 1))
-  return lambda x: (x.astype(np.float64) / scale).astype(np.float32)
+  # Dividing by a power of two is exact, so rounding the integer to float32
+  # first gives the float64 route's result without its copy of 8 bytes a
+  # sample.
+  scale = np.float32(2 ** (bits - 1))
+  return lambda x: x.astype(np.float32) / scale
 
 
 # tensorflow-io sample dtype -> conversion to float32 in [-1, 1). 24-bit files
@@ -105,31 +113,51 @@ def _op_message(error: tf.errors.OpError) -> str:
   return re.sub(r"\s*\[Op:[^\]]*\].*$", "", message).strip()
 
 
-def _decode(path: str) -> tuple[np.ndarray, int]:
-  """Decodes a file to `[samples, channels]` float32 and its sample rate."""
+def _open(path: str) -> tuple[tfio.audio.AudioIOTensor, int, int]:
+  """The lazily decoded file, its sample rate and its length in samples.
+
+  Only the header is read here; `_read` decodes the samples asked for.
+  """
   if not tf.io.gfile.exists(path):
     raise AudioError(path, "no such file")
   if tf.io.gfile.isdir(path):
     raise AudioError(path, "is a directory, not an audio file")
   try:
     io_tensor = tfio.audio.AudioIOTensor(path)
-    samples = io_tensor.to_tensor()
     rate = int(io_tensor.rate.numpy())
+    length = int(io_tensor.shape[0].numpy())
   except tf.errors.OpError as e:
     reason = _op_message(e)
     if "unknown file type" in reason:
       reason = ("unsupported or unrecognised audio format (WAV, FLAC, "
                 "Ogg/Vorbis)")
     raise AudioError(path, f"cannot decode: {reason}") from None
+  if rate <= 0:
+    raise AudioError(path, f"invalid sample rate {rate}")
+  return io_tensor, rate, length
+
+
+def _read(io_tensor: tfio.audio.AudioIOTensor, path: str,
+          first: Optional[int] = None, last: Optional[int] = None
+          ) -> np.ndarray:
+  """Samples `[first, last)` (all by default) as mono float32 `[samples]`."""
+  try:
+    if first is None and last is None:
+      samples = io_tensor.to_tensor()
+    else:
+      samples = io_tensor[first:last]
+  except tf.errors.OpError as e:
+    raise AudioError(path, f"cannot decode: {_op_message(e)}") from None
   if samples.dtype == tf.float32 and _wav_sample_format(path) == (
       _WAVE_FORMAT_PCM, 32):
     samples = tf.bitcast(samples, tf.int32)
   to_float = _TO_FLOAT.get(samples.dtype)
   if to_float is None:
     raise AudioError(path, f"unsupported sample type {samples.dtype.name}")
-  if rate <= 0:
-    raise AudioError(path, f"invalid sample rate {rate}")
-  return to_float(samples.numpy()), rate
+  samples = to_float(samples.numpy())
+  if samples.shape[1] == 1:
+    return np.ascontiguousarray(samples[:, 0])
+  return samples.mean(axis=1, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------
@@ -203,13 +231,35 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 # --------------------------------------------------------------------------
 # Public I/O.
 
+def _resample_margin(rate_in: int, rate_out: int) -> int:
+  """Input samples around a region that the resampler's filter needs: a
+  whole number of rate periods, as far as the impulse `_resampler` measures
+  its delay with (beyond the filter's reach)."""
+  step_in = rate_in // math.gcd(rate_in, rate_out)
+  return step_in * max(1, -(-_IMPULSE_POSITION // step_in))
+
+
+def num_samples(path: str, sample_rate: int) -> int:
+  """Samples of the file at `sample_rate` (what `load_audio` returns), from
+  its header alone.
+
+  Raises:
+    AudioError: missing, unreadable or unsupported file.
+  """
+  _, rate, length = _open(path)
+  return -(-length * int(sample_rate) // rate)
+
+
 def load_audio(path: str, sample_rate: int, start: Optional[float] = None,
                end: Optional[float] = None) -> np.ndarray:
   """Loads a WAV/FLAC/Ogg file as mono float32 at `sample_rate`.
 
   Channels are averaged; integer samples are scaled to [-1, 1). The region
   `[start, end)` in seconds (either may be None) is cut after resampling:
-  samples `[round(start * sample_rate), round(end * sample_rate))`.
+  samples `[round(start * sample_rate), round(end * sample_rate))`. Only the
+  region is decoded (plus the resampler's margin on either side, which makes
+  the samples equal to those of the whole file, cut), so a short region of a
+  long file costs what the region does.
 
   Returns:
     `[samples]` float32.
@@ -220,21 +270,31 @@ def load_audio(path: str, sample_rate: int, start: Optional[float] = None,
   """
   if sample_rate <= 0:
     raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-  samples, rate = _decode(path)
-  if samples.shape[0] == 0:
+  io_tensor, rate, length = _open(path)
+  if length == 0:
     raise AudioError(path, "contains no samples")
-  audio = samples.mean(axis=1, dtype=np.float32)
-  audio = resample(audio, rate, sample_rate)
   if start is None and end is None:
-    return audio
-  n = audio.shape[0]
+    return resample(_read(io_tensor, path), rate, sample_rate)
+  n = -(-length * sample_rate // rate)
   first = 0 if start is None else int(round(start * sample_rate))
   last = n if end is None else int(round(end * sample_rate))
   if not 0 <= first < last <= n:
     raise AudioError(
         path, f"region [{start}, {end}) s is empty or outside the audio "
         f"(duration {n / sample_rate:.4f} s at {sample_rate} Hz)")
-  return np.ascontiguousarray(audio[first:last])
+  if rate == sample_rate:
+    return _read(io_tensor, path, first, last)
+  # The decoded stretch starts on a whole rate period (so that its output
+  # samples fall on the whole file's) and reaches past the filter on both
+  # sides; resampling it gives the whole file's samples there exactly.
+  g = math.gcd(rate, sample_rate)
+  step_in, step_out = rate // g, sample_rate // g
+  margin = _resample_margin(rate, sample_rate)
+  lo = max(0, (first * step_in // step_out - margin) // step_in * step_in)
+  hi = min(length, -(-last * step_in // step_out) + margin)
+  out = resample(_read(io_tensor, path, lo, hi), rate, sample_rate)
+  offset = lo // step_in * step_out
+  return np.ascontiguousarray(out[first - offset:last - offset])
 
 
 def save_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
@@ -356,3 +416,32 @@ def frames_to_seconds(region: tuple[int, int],
   first = start * config.frame_step
   last = first + config.num_samples(end - start)
   return first / config.sample_rate, last / config.sample_rate
+
+
+def quiet_cut_frame(audio: np.ndarray,
+                    config: spectral.StftConfig = spectral.DEFAULT,
+                    tolerance_db: float = 6.0) -> int:
+  """The grid frame in the middle of the longest pause of `audio`.
+
+  A pause is a run of frames whose energy (`frame_energy_db`) is within
+  `tolerance_db` of the quietest frame's: in a stretch of speech, the longest
+  voice-inactive run, and in continuous sound its quietest stretch. Ties go to
+  the earliest run. Cutting a signal at sample `frame * frame_step` keeps the
+  frames of both parts on the grid of the whole.
+
+  Args:
+    audio: `[samples]` waveform with at least one frame.
+    config: the frame grid.
+    tolerance_db: how far above the quietest frame a frame still counts as
+      part of a pause.
+
+  Returns:
+    A frame index in `[0, config.num_frames(len(audio)))`.
+  """
+  energy = frame_energy_db(audio, config)
+  if energy.size == 0:
+    raise ValueError(f"need at least one frame ({config.frame_length} "
+                     f"samples), got {np.asarray(audio).size} samples")
+  runs = _runs(energy <= energy.min() + tolerance_db)
+  start, end = max(runs, key=lambda r: r[1] - r[0])
+  return (start + end - 1) // 2

@@ -242,6 +242,38 @@ def test_load_audio_cuts_regions_in_output_samples(tmp_path):
                                 signal[:160])
 
 
+@pytest.mark.parametrize("rate,ext", [(SR, "wav"), (SR, "flac"),
+                                      (8000, "wav"), (22050, "flac"),
+                                      (44100, "wav"), (48000, "wav")])
+def test_a_region_is_the_whole_files_samples_cut(tmp_path, rate, ext):
+  # Regions are decoded on their own (with a margin for the resampler); the
+  # samples must be those of the whole file's decoding, to the bit.
+  rng = np.random.default_rng(rate)
+  signal = (0.3 * rng.standard_normal(3 * rate)).astype(np.float32)
+  path = str(tmp_path / f"noise.{ext}")
+  sf.write(path, signal, rate, subtype="PCM_16")
+  whole = audio.load_audio(path, SR)
+  assert audio.num_samples(path, SR) == whole.size == -(-3 * rate * SR // rate)
+  n = whole.size
+  for first, last in [(0, 7), (1, n), (5, 4805), (12345, 23456),
+                      (n - 700, n), (n // 2, n // 2 + 1)]:
+    cut = audio.load_audio(path, SR, first / SR, last / SR)
+    np.testing.assert_array_equal(cut, whole[first:last], err_msg=(first,
+                                                                   last))
+
+
+def test_num_samples_reads_the_header_and_names_bad_files(tmp_path):
+  path = str(tmp_path / "tone.wav")
+  sf.write(path, _tone(1.5, 22050), 22050, subtype="PCM_16")
+  assert audio.num_samples(path, 22050) == 33075
+  assert audio.num_samples(path, SR) == 24000
+  with pytest.raises(audio.AudioError, match="no such file"):
+    audio.num_samples(str(tmp_path / "gone.wav"), SR)
+  (tmp_path / "junk.wav").write_bytes(b"not audio at all" * 10)
+  with pytest.raises(audio.AudioError, match="junk.wav: cannot decode"):
+    audio.num_samples(str(tmp_path / "junk.wav"), SR)
+
+
 # --------------------------------------------------------------------------
 # save_wav.
 
@@ -379,3 +411,21 @@ def test_vad_region_round_trip_gives_the_same_frames(tmp_path, config):
                                              start_frame * hop + cut.size])
     np.testing.assert_array_equal(spectral.numpy_log_stft(cut, config),
                                   whole_stft[start_frame:end_frame])
+
+
+def test_quiet_cut_frame_is_the_middle_of_the_longest_pause():
+  # Bursts at hops [0, 40), [55, 120), [150, 200): pauses of 15 and 30 hops
+  # (frames that lie wholly in the second pause: 123..146).
+  x = _bursts(200, [(0, 40), (55, 120), (150, 200)])
+  x += np.random.default_rng(0).standard_normal(x.size).astype(
+      np.float32) * 1e-4
+  frame = audio.quiet_cut_frame(x, CONFIG)
+  assert 130 <= frame <= 140, frame
+  first_pause = audio.quiet_cut_frame(x[:100 * HOP], CONFIG)
+  assert 40 <= first_pause <= 52, first_pause
+  # Digital silence: one pause, the whole stretch; its middle.
+  silence = np.zeros([100 * HOP], np.float32)
+  assert audio.quiet_cut_frame(silence, CONFIG) == (
+      CONFIG.num_frames(silence.size) - 1) // 2
+  with pytest.raises(ValueError, match="at least one frame"):
+    audio.quiet_cut_frame(np.zeros([10], np.float32), CONFIG)
