@@ -1,6 +1,11 @@
 r"""Exports a trained decoder (latest checkpoint) as a SavedModel.
 
     python -m e2s_tf.export --workdir=runs/multiscale --export_dir=exports/multiscale
+
+A previous export in --export_dir is replaced when the new one is complete;
+a folder that is not an export is refused unless --overwrite. A failed
+export (a full disk, say) exits with status 1 and leaves the previous one
+intact. See e2s_tf.export_lib.
 """
 
 import os
@@ -11,6 +16,7 @@ from absl import flags
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from e2s_tf import export_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from e2s_tf import fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.",
                                required=True)
@@ -19,15 +25,23 @@ _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Where to write.",
 _GL_ITERATIONS = flags.DEFINE_integer(
     "griffin_lim_iterations", export_lib.GRIFFIN_LIM_ITERATIONS,
     "Griffin-Lim iterations of the waveform endpoint.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False,
+    "Replace --export_dir even when it holds something else than an export "
+    "(a previous export is always replaced).")
 
 
 def main(argv):
   del argv
   try:
     meta = export_lib.export(_WORKDIR.value, _EXPORT_DIR.value,
-                             _GL_ITERATIONS.value)
-  except (FileNotFoundError, ValueError) as e:
+                             _GL_ITERATIONS.value, overwrite=_OVERWRITE.value)
+  except (FileNotFoundError, ValueError, fileio.FolderInUse) as e:
     raise SystemExit(f"export: error: {e}") from None
+  except OSError as e:
+    raise SystemExit("export: error: "
+                     f"{fileio.describe_os_error(e, _EXPORT_DIR.value if fileio.is_no_space(e) else None)}"
+                     ) from None
   print(f"exported {meta['model']['name']} ({meta['embedder']['name']}, "
         f"dim {meta['embedding_dim']}) to {_EXPORT_DIR.value}")
 

@@ -11,26 +11,57 @@ Normalisation is baked in: the inputs are raw embeddings (as the embedder
 produced them) and the output is the raw log-magnitude ln(max(|X|, 1e-5)).
 `e2s_export.json` beside it holds the StftConfig, the embedder, the model
 config and the sample rate. Loading needs only `tf.saved_model.load`.
+
+Writing (`export_network`): the SavedModel and its JSON go to a fresh hidden
+sibling `.<name>.tmp-XXXXXXXX`, which replaces `export_dir` only when
+complete (an atomic exchange where the file system offers one). Only a
+previous export (a folder with `e2s_export.json`, or an empty folder) is
+replaced, anything else only with `overwrite`; the temporary folder is the
+only thing removed on failure, so a failed export (a full disk included)
+leaves the previous one as it was. A lock (`.<name>.lock/` beside it) refuses
+a second export into the same folder while one runs.
+
+Loading (`LoadedDecoder`) is running a program: a SavedModel's graph runs
+with the user's file access, so load only exports you trust. Before anything
+is loaded, `check_signatures` reads the signatures from saved_model.pb and
+refuses a SavedModel without the two endpoints, or with other inputs or
+outputs than e2s_export.json describes, naming the endpoint and what differs.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
-from typing import Any, Optional
+import tempfile
+from typing import Any, Mapping, Optional
 
+from google.protobuf import message as protobuf_message
+from google.protobuf import text_format
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from e2s_tf import data as data_lib
+from e2s_tf import fileio
 from e2s_tf import spectral
 from e2s_tf import train_lib
 
 EXPORT_JSON = "e2s_export.json"
 GRIFFIN_LIM_ITERATIONS = 32
 GRIFFIN_LIM_MOMENTUM = 0.99
+# Outputs of the endpoints: name -> (dtype, rank).
+ENDPOINTS = {
+    "spectrogram": {"log_stft": (tf.float32, 3)},
+    "waveform": {"audio": (tf.float32, 2), "audio_lengths": (tf.int32, 1)},
+}
+
+
+class ExportError(ValueError):
+  """An export that cannot be written there, read or used; says why."""
 
 
 class DecoderModule(tf.Module):
@@ -82,8 +113,15 @@ class DecoderModule(tf.Module):
 
 def export(workdir: str, export_dir: str,
            griffin_lim_iterations: int = GRIFFIN_LIM_ITERATIONS,
-           overwrite: bool = True) -> dict[str, Any]:
-  """Exports the latest checkpoint of `workdir`; returns the export JSON."""
+           overwrite: bool = False) -> dict[str, Any]:
+  """Exports the latest checkpoint of `workdir`; returns the export JSON.
+
+  See `export_network`; also refuses an `export_dir` that holds `workdir`.
+  """
+  target = os.path.realpath(export_dir)
+  if os.path.commonpath([os.path.realpath(workdir), target]) == target:
+    raise ExportError(f"--export_dir={export_dir} holds the workdir "
+                      f"{workdir}: choose another folder")
   network, config, info = train_lib.restore_network(workdir)
   return export_network(network, config, info, export_dir,
                         griffin_lim_iterations, overwrite)
@@ -91,20 +129,35 @@ def export(workdir: str, export_dir: str,
 
 def export_network(network, config, info, export_dir: str,
                    griffin_lim_iterations: int = GRIFFIN_LIM_ITERATIONS,
-                   overwrite: bool = True) -> dict[str, Any]:
+                   overwrite: bool = False) -> dict[str, Any]:
+  """Writes the SavedModel and e2s_export.json to `export_dir`.
+
+  Args:
+    network, config, info: the decoder, its resolved config, dataset_info.
+    export_dir: the folder to write; a previous export there is replaced.
+    griffin_lim_iterations: Griffin-Lim iterations of `waveform`.
+    overwrite: also replace an `export_dir` that is not an export.
+
+  Returns:
+    The export JSON.
+
+  Raises:
+    ExportError: `export_dir` holds something else than an export and not
+      `overwrite`; nothing is written.
+    fileio.FolderInUse: another export into `export_dir` is running.
+    OSError: writing failed (errno ENOSPC for a full disk, whether the
+      SavedModel writer or Python failed); the temporary folder is removed
+      and `export_dir` is as before.
+  """
+  target = os.path.abspath(export_dir)
+  parent, name = os.path.split(target)
+  if not name:
+    raise ExportError(f"--export_dir={export_dir} names no folder")
   stft = spectral.StftConfig.from_dict(info["stft"])
   with_speaker = bool(config.data.get("with_speaker", False)) and (
       config.model.get("speaker_conditioning", "none") != "none")
   module = DecoderModule(network, data_lib.Normalizer.from_info(info), stft,
                          with_speaker, griffin_lim_iterations)
-  if os.path.exists(export_dir):
-    if not overwrite:
-      raise FileExistsError(f"{export_dir} exists")
-  # Written beside, then swapped in: a failed export never leaves half a model.
-  tmp = export_dir.rstrip("/") + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  tf.saved_model.save(module, tmp, signatures={
-      "spectrogram": module.spectrogram, "waveform": module.waveform})
   meta = {
       "format": 1,
       "stft": stft.to_dict(),
@@ -123,49 +176,256 @@ def export_network(network, config, info, export_dir: str,
                          + ") -> log_stft [B,T,F]",
           "waveform": "(same) -> audio [B,S] f32, audio_lengths [B] i32"},
   }
-  with open(os.path.join(tmp, EXPORT_JSON), "w") as f:
-    json.dump(meta, f, indent=1, default=list)
-  if os.path.exists(export_dir):
-    shutil.rmtree(export_dir)
-  os.replace(tmp, export_dir)
+  with fileio.FolderLock(os.path.join(parent, f".{name}.lock"), "export"):
+    _check_replaceable(target, export_dir, overwrite)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-")
+    try:
+      os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 is not an export's
+      tf.saved_model.save(module, tmp, signatures={
+          "spectrogram": module.spectrogram, "waveform": module.waveform})
+      with open(os.path.join(tmp, EXPORT_JSON), "w") as f:
+        json.dump(meta, f, indent=1, default=list)
+      _swap_in(tmp, target)
+    except BaseException as e:
+      _remove(tmp)
+      if not isinstance(e, OSError) and fileio.is_no_space(e):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                      export_dir) from None
+      raise
+    _remove(tmp)  # what was there before, exchanged into tmp
   return meta
 
 
+def _umask() -> int:
+  mask = os.umask(0o22)
+  os.umask(mask)
+  return mask
+
+
+def _check_replaceable(target: str, shown: str, overwrite: bool) -> None:
+  """Lets a previous export (or an empty folder) be replaced, else refuses."""
+  if overwrite or not os.path.lexists(target):
+    return
+  if os.path.isdir(target):
+    entries = os.listdir(target)
+    if not entries or EXPORT_JSON in entries:
+      return
+    what = f"holds {len(entries)} entries and no {EXPORT_JSON}"
+  else:
+    what = "is a file"
+  raise ExportError(f"{shown} exists and is not an export ({what}); pass "
+                    "--overwrite to replace it, or choose another --export_dir")
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: str, b: str) -> bool:
+  """Swaps the paths `a` and `b` atomically (Linux renameat2); False when
+  this system or file system cannot."""
+  try:
+    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+  except (OSError, AttributeError):
+    return False
+  renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                        ctypes.c_char_p, ctypes.c_uint]
+  if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
+               _RENAME_EXCHANGE) == 0:
+    return True
+  code = ctypes.get_errno()
+  if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+    return False
+  raise OSError(code, os.strerror(code), b)
+
+
+def _swap_in(new: str, target: str) -> None:
+  """Puts folder `new` at `target`; what `target` held is then at `new`."""
+  if not os.path.lexists(target):
+    os.rename(new, target)
+    return
+  if _exchange(new, target):
+    return
+  # No atomic exchange: move the old one aside into `new`, then rename.
+  parent, name = os.path.split(target)
+  aside = tempfile.mkdtemp(dir=parent, prefix=f".{name}.old-")
+  os.rename(target, os.path.join(aside, name))
+  try:
+    os.rename(new, target)
+  except BaseException:
+    os.rename(os.path.join(aside, name), target)
+    os.rmdir(aside)
+    raise
+  os.rename(aside, new)
+
+
+def _remove(path: str) -> None:
+  if os.path.islink(path) or os.path.isfile(path):
+    os.remove(path)
+  elif os.path.isdir(path):
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def read_export_json(export_dir: str) -> dict[str, Any]:
+  """e2s_export.json of `export_dir`, with the fields the loader needs.
+
+  Raises:
+    FileNotFoundError: no e2s_export.json (not an export).
+    ExportError: it is not JSON or lacks `stft` / `embedding_dim`.
+  """
   path = os.path.join(export_dir, EXPORT_JSON)
-  if not os.path.exists(path):
+  if not os.path.isfile(path):
     raise FileNotFoundError(f"{path} not found: is {export_dir!r} an output of "
                             "e2s_tf.export?")
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path, encoding="utf-8") as f:
+      meta = json.load(f)
+    spectral.StftConfig.from_dict(meta["stft"])
+    int(meta["embedding_dim"])
+  except (ValueError, KeyError, TypeError) as e:
+    raise ExportError(f"{path} is not a valid export description "
+                      f"({type(e).__name__}: {e})") from None
+  return meta
+
+
+def _signature_defs(export_dir: str) -> Mapping[str, Any]:
+  """The SignatureDefs of a SavedModel, read without loading its graph."""
+  proto = saved_model_pb2.SavedModel()
+  binary = os.path.join(export_dir, "saved_model.pb")
+  text = os.path.join(export_dir, "saved_model.pbtxt")
+  try:
+    if os.path.isfile(binary):
+      with open(binary, "rb") as f:
+        proto.ParseFromString(f.read())
+    elif os.path.isfile(text):
+      with open(text, encoding="utf-8") as f:
+        text_format.Parse(f.read(), proto)
+    else:
+      raise ExportError(f"{export_dir} has {EXPORT_JSON} but no "
+                        "saved_model.pb: not a SavedModel")
+  except (protobuf_message.DecodeError, text_format.ParseError,
+          UnicodeDecodeError) as e:
+    raise ExportError(f"{export_dir}: saved_model.pb is not a SavedModel "
+                      f"({e})") from None
+  if not proto.meta_graphs:
+    raise ExportError(f"{export_dir}: the SavedModel holds no graph")
+  return proto.meta_graphs[0].signature_def
+
+
+def _shape(info) -> Optional[list[int]]:
+  if info.tensor_shape.unknown_rank:
+    return None
+  return [d.size for d in info.tensor_shape.dim]
+
+
+def _describe(info) -> str:
+  shape = _shape(info)
+  dims = "?" if shape is None else "[" + ",".join(
+      "None" if d < 0 else str(d) for d in shape) + "]"
+  try:
+    dtype = tf.dtypes.as_dtype(info.dtype).name
+  except TypeError:  # not a plain tensor (DT_INVALID: a composite one)
+    dtype = "no tensor"
+  return f"{dtype} {dims}"
+
+
+def check_signatures(export_dir: str, meta: Mapping[str, Any]) -> None:
+  """Refuses a SavedModel whose endpoints are not the ones `meta` describes.
+
+  Reads saved_model.pb only (no graph is loaded or run). Each endpoint of
+  `ENDPOINTS` must be a signature taking exactly `embeddings` (float32
+  `[None, None, D]`), `lengths` (int32 `[None]`) and, for a
+  speaker-conditioned export, `speaker` (int32 `[None]`), and giving its
+  outputs with their dtype and rank (`log_stft` with `num_bins` bins).
+
+  Raises:
+    ExportError: naming the missing endpoint, or the endpoint and the input
+      or output that differs.
+  """
+  signatures = _signature_defs(export_dir)
+  dim = int(meta["embedding_dim"])
+  bins = spectral.StftConfig.from_dict(meta["stft"]).num_bins
+  inputs = {"embeddings": (tf.float32, [-1, -1, dim]),
+            "lengths": (tf.int32, [-1])}
+  if meta.get("with_speaker"):
+    inputs["speaker"] = (tf.int32, [-1])
+  where = f"{export_dir} is not an e2s_tf export (wrong {EXPORT_JSON}?)"
+  for endpoint, outputs in ENDPOINTS.items():
+    if endpoint not in signatures:
+      names = sorted(n for n in signatures if not n.startswith("__"))
+      raise ExportError(
+          f"{where}: it has no endpoint {endpoint!r} (its signatures: "
+          f"{', '.join(names) or 'none'})")
+    sig = signatures[endpoint]
+    if set(sig.inputs) != set(inputs):
+      raise ExportError(
+          f"{where}: endpoint {endpoint!r} takes ({', '.join(sorted(sig.inputs))}"
+          f"), expected ({', '.join(sorted(inputs))})")
+    for key, (dtype, shape) in inputs.items():
+      got = sig.inputs[key]
+      if got.dtype != dtype.as_datatype_enum or _shape(got) != shape:
+        expected = "[" + ",".join("None" if d < 0 else str(d)
+                                  for d in shape) + "]"
+        raise ExportError(
+            f"{where}: endpoint {endpoint!r} input {key!r} is "
+            f"{_describe(got)}, expected {dtype.name} {expected}")
+    for key, (dtype, rank) in outputs.items():
+      if key not in sig.outputs:
+        raise ExportError(
+            f"{where}: endpoint {endpoint!r} gives no {key!r} (it gives "
+            f"{', '.join(sorted(sig.outputs)) or 'nothing'})")
+      got = sig.outputs[key]
+      shape = _shape(got)
+      if (got.dtype != dtype.as_datatype_enum or shape is None or
+          len(shape) != rank or
+          (key == "log_stft" and shape[-1] not in (-1, bins))):
+        raise ExportError(
+            f"{where}: endpoint {endpoint!r} output {key!r} is "
+            f"{_describe(got)}, expected {dtype.name} of rank {rank}"
+            + (f" with {bins} bins" if key == "log_stft" else ""))
 
 
 class LoadedDecoder:
-  """Convenience wrapper of a loaded export, with NumPy in and out."""
+  """A loaded export, with NumPy in and out, called through its signatures.
+
+  Loading runs the SavedModel's graph with this process's file access: load
+  only exports you trust. The signatures are checked first
+  (`check_signatures`), so a SavedModel that is not an export fails with an
+  ExportError before it is loaded.
+  """
 
   def __init__(self, export_dir: str):
     self.meta = read_export_json(export_dir)
-    self.module = tf.saved_model.load(export_dir)
     self.stft = spectral.StftConfig.from_dict(self.meta["stft"])
     self.dim = int(self.meta["embedding_dim"])
     self.with_speaker = bool(self.meta.get("with_speaker"))
+    check_signatures(export_dir, self.meta)
+    try:
+      self.module = tf.saved_model.load(export_dir)
+    except (OSError, ValueError, tf.errors.OpError) as e:
+      reason = str(getattr(e, "message", e)).strip().splitlines()[0]
+      raise ExportError(f"{export_dir}: cannot load the SavedModel "
+                        f"({reason})") from None
+    self._endpoints = {name: self.module.signatures[name]
+                       for name in ENDPOINTS}
 
   def _args(self, embeddings, lengths, speaker):
-    args = [tf.convert_to_tensor(embeddings, tf.float32),
-            tf.convert_to_tensor(lengths, tf.int32)]
+    args = {"embeddings": tf.convert_to_tensor(embeddings, tf.float32),
+            "lengths": tf.convert_to_tensor(lengths, tf.int32)}
     if self.with_speaker:
       if speaker is None:
         raise ValueError("this export is speaker-conditioned: give speaker ids")
-      args.append(tf.convert_to_tensor(speaker, tf.int32))
+      args["speaker"] = tf.convert_to_tensor(speaker, tf.int32)
     return args
 
   def spectrogram(self, embeddings, lengths, speaker=None) -> np.ndarray:
-    return self.module.spectrogram(*self._args(embeddings, lengths, speaker))[
-        "log_stft"].numpy()
+    return self._endpoints["spectrogram"](
+        **self._args(embeddings, lengths, speaker))["log_stft"].numpy()
 
   def waveform(self, embeddings, lengths, speaker=None
                ) -> tuple[np.ndarray, np.ndarray]:
-    out = self.module.waveform(*self._args(embeddings, lengths, speaker))
+    out = self._endpoints["waveform"](**self._args(embeddings, lengths,
+                                                   speaker))
     return out["audio"].numpy(), out["audio_lengths"].numpy()
 
 
