@@ -2,6 +2,12 @@ r"""Synthesises WAV files from embeddings with an exported decoder.
 
     python -m e2s_tf.synthesize --model=exports/multiscale \
         --input=(file.npy | dir/ | data/tfrecords:test) --out_dir=out/wav
+
+`dir/a/x.npy` is written to `out/wav/a/x.wav`. Every bad input is reported
+on stderr ("error: <file>: <reason>") and skipped; the exit status is 1 when
+any was. The count printed is the number of WAV files written. A corrupted
+shard, an unusable export or a full disk stop with one line
+"synthesize: error: ..." and exit status 1.
 """
 
 import os
@@ -12,6 +18,7 @@ from absl import flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from e2s_tf import fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
 from e2s_tf import synthesize_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _MODEL = flags.DEFINE_string("model", None, "Export directory.", required=True)
@@ -33,8 +40,11 @@ def main(argv):
     result = synthesize_lib.synthesize(
         _MODEL.value, _INPUT.value, _OUT_DIR.value, _BATCH_SIZE.value,
         _TRANSPOSE.value, _SPEAKER.value)
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, ValueError, fileio.FolderInUse) as e:
     raise SystemExit(f"synthesize: error: {e}") from None
+  except OSError as e:
+    raise SystemExit(f"synthesize: error: {fileio.describe_os_error(e)}"
+                     ) from None
   for message in result["errors"]:
     print(f"error: {message}", file=sys.stderr)
   print(f"wrote {len(result['written'])} WAV files to {_OUT_DIR.value} "

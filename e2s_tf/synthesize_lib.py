@@ -2,9 +2,25 @@
 
 Inputs: one `.npy` file, a folder of them (`[T, D]`, or `[D, T]` with
 `transpose`), or `DATA_DIR:split` (the raw embeddings stored by
-e2s_tf.preprocess). Items are batched by similar length; a bad item (wrong
-dimension, NaN/Inf, empty, unreadable) is reported by name and the others are
-still written.
+e2s_tf.preprocess). Items are batched by similar length.
+
+What is written where, and what is skipped:
+  - An item's WAV is `<out_dir>/<id>.wav`. The id of a .npy file is its path
+    relative to the input folder without `.npy`, sub-folders kept
+    (`a/x.npy` -> `a/x.wav`, `b/x.npy` -> `b/x.wav`), each segment mapped to
+    the id rule (`corpus.id_segment`: "my take (2).npy" -> "my_take_2_").
+    The id of a record is its stored id; a record whose id is not a valid
+    id (`../../x`, `/abs/x`) is reported and skipped. Paths are built by
+    `fileio.unique_output_path`: they never leave out_dir, and two items
+    never write one file (a repeat gets `-2`, `-3`, ...).
+  - A bad item (unreadable, an .npz archive, not 2-D, complex or other
+    non-real dtype, wrong dimension, empty, NaN/Inf) is reported by file
+    name and reason and skipped; the others are still written.
+  - `written` lists exactly the files written, one per item.
+  - A truncated or corrupted shard, a full disk or an unusable export stop
+    the run with one message (records.CorruptShardError, OSError,
+    export_lib.ExportError); the files written so far are complete.
+  - `out_dir` is locked for the run (fileio.FolderLock).
 """
 
 from __future__ import annotations
@@ -16,12 +32,14 @@ import time
 from typing import Iterator, Optional
 
 import numpy as np
-import tensorflow as tf
 import tqdm
 
 from e2s_tf import audio as audio_lib
+from e2s_tf import corpus
 from e2s_tf import export_lib
+from e2s_tf import fileio
 from e2s_tf import records
+from e2s_tf.embedders import npy
 
 
 @dataclasses.dataclass
@@ -30,19 +48,14 @@ class Item:
   embedding: Optional[np.ndarray] = None
   speaker: int = -1
   error: Optional[str] = None
+  path: Optional[str] = None  # the WAV file it is written to
 
 
-def _load_npy(path: str, dim: int, transpose: bool) -> Item:
-  item_id = os.path.splitext(os.path.basename(path))[0]
+def _load_npy(path: str, item_id: str, dim: int, transpose: bool) -> Item:
   try:
-    array = np.load(path, allow_pickle=False)
-  except (OSError, ValueError) as e:
-    return Item(item_id, error=f"{path}: unreadable .npy ({e})")
-  if array.ndim != 2:
-    return Item(item_id, error=f"{path}: expected a 2-D array, got shape "
-                f"{array.shape}")
-  if transpose:
-    array = array.T
+    array = npy.read_embedding(path, transpose)
+  except npy.NpyError as e:
+    return Item(item_id, error=f"{path}: {e.detail}")
   if array.shape[1] != dim:
     hint = "" if transpose or array.shape[0] != dim else (
         " (stored [D, T]? use --transpose)")
@@ -50,37 +63,53 @@ def _load_npy(path: str, dim: int, transpose: bool) -> Item:
                 f" the model expects {dim}{hint}")
   if array.shape[0] == 0:
     return Item(item_id, error=f"{path}: empty (0 frames)")
-  if not np.all(np.isfinite(array)):
-    return Item(item_id, error=f"{path}: NaN/Inf values")
-  return Item(item_id, np.asarray(array, np.float32))
+  return Item(item_id, array)
+
+
+def _npy_id(relative: str) -> str:
+  """The item id of a .npy file from its '/'-separated relative path."""
+  return corpus.path_id(os.path.splitext(relative)[0])
 
 
 def iter_items(source: str, dim: int, transpose: bool = False
                ) -> Iterator[Item]:
-  """Items of `source`: a .npy file, a folder of .npy files, or DIR:split."""
+  """Items of `source`: a .npy file, a folder of .npy files, or DIR:split.
+
+  Raises:
+    FileNotFoundError: no such input, or a folder without .npy files.
+    records.CorruptShardError: a shard of DIR:split cannot be read.
+    ValueError: DIR:split holds embeddings of another dimension than `dim`.
+  """
   if os.path.isfile(source):
-    yield _load_npy(source, dim, transpose)
+    yield _load_npy(source, _npy_id(os.path.basename(source)), dim, transpose)
     return
   if os.path.isdir(source):
     paths = sorted(glob.glob(os.path.join(source, "**", "*.npy"),
                              recursive=True))
+    paths = [p for p in paths if os.path.isfile(p)]
     if not paths:
       raise FileNotFoundError(f"{source}: no .npy files")
     for p in paths:
-      yield _load_npy(p, dim, transpose)
+      relative = os.path.relpath(p, source).replace(os.sep, "/")
+      yield _load_npy(p, _npy_id(relative), dim, transpose)
     return
   data_dir, sep, split = source.rpartition(":")
   if not sep or not os.path.isdir(data_dir):
     raise FileNotFoundError(
         f"--input={source!r} is neither a .npy file, a folder, nor DATA_DIR:split")
   files = records.split_files(data_dir, split)
-  for raw in tf.data.TFRecordDataset(files):
+  for raw in records.iterate_records(files):
     ex = records.parse_example(raw)
     emb = ex["embedding"].numpy()
     if emb.shape[1] != dim:
       raise ValueError(f"{data_dir}: embeddings of dimension {emb.shape[1]}, "
                        f"the model expects {dim}")
-    yield Item(ex["id"].numpy().decode(), emb, int(ex["speaker_index"]))
+    item_id = ex["id"].numpy().decode("utf-8", errors="replace")
+    if not np.all(np.isfinite(emb)):
+      yield Item(item_id, error=f"{data_dir}:{split}: item {item_id!r}: "
+                 "NaN/Inf values")
+      continue
+    yield Item(item_id, emb, int(ex["speaker_index"]))
 
 
 def synthesize(model_dir: str, source: str, out_dir: str, batch_size: int = 8,
@@ -88,16 +117,21 @@ def synthesize(model_dir: str, source: str, out_dir: str, batch_size: int = 8,
                progress: bool = True) -> dict:
   """Writes `<out_dir>/<id>.wav` for every good item; returns a summary.
 
+  See the module docstring for names, skipped items and errors.
+
   Returns:
     {"written": [paths], "errors": [messages], "audio_seconds", "seconds",
      "rtf"}.
+
+  Raises:
+    FileNotFoundError, ValueError (records.CorruptShardError,
+    export_lib.ExportError), fileio.FolderInUse, OSError (a full disk).
   """
   decoder = export_lib.LoadedDecoder(model_dir)
   sr = decoder.stft.sample_rate
   items = list(iter_items(source, decoder.dim, transpose))
   errors = [it.error for it in items if it.error]
-  good = sorted((it for it in items if not it.error),
-                key=lambda it: it.embedding.shape[0])
+  good = [it for it in items if not it.error]
   if decoder.with_speaker:
     for it in good:
       if speaker is not None:
@@ -106,26 +140,41 @@ def synthesize(model_dir: str, source: str, out_dir: str, batch_size: int = 8,
         errors.append(f"{it.item_id}: the model is speaker-conditioned; give "
                       "--speaker=<index> (see e2s_export.json speakers)")
     good = [it for it in good if it.speaker >= 0]
-  os.makedirs(out_dir, exist_ok=True)
   written, audio_seconds, compute = [], 0.0, 0.0
-  bar = tqdm.tqdm(total=len(good), desc="synthesize", unit="item",
-                  disable=not progress)
-  for start in range(0, len(good), batch_size):
-    batch = good[start:start + batch_size]
-    emb, lengths = export_lib.pad_batch([it.embedding for it in batch],
-                                        decoder.dim)
-    spk = np.array([it.speaker for it in batch], np.int32)
-    t0 = time.perf_counter()
-    audio, audio_lengths = decoder.waveform(
-        emb, lengths, spk if decoder.with_speaker else None)
-    compute += time.perf_counter() - t0
-    for it, wav, n in zip(batch, audio, audio_lengths):
-      path = os.path.join(out_dir, f"{it.item_id}.wav")
-      audio_lib.save_wav(path, wav[:n], sr)
-      written.append(path)
-      audio_seconds += n / sr
-    bar.update(len(batch))
-  bar.close()
+  with fileio.FolderLock(out_dir, "synthesize"):
+    # Names first, in input order (deterministic), before any compute.
+    taken = set()
+    for it in good:
+      try:
+        it.path = fileio.unique_output_path(out_dir, it.item_id, ".wav", taken)
+      except fileio.InvalidItemId as e:
+        errors.append(f"{e}; skipped")
+    good = sorted((it for it in good if it.path),
+                  key=lambda it: it.embedding.shape[0])
+    bar = tqdm.tqdm(total=len(good), desc="synthesize", unit="item",
+                    disable=not progress)
+    for start in range(0, len(good), batch_size):
+      batch = good[start:start + batch_size]
+      emb, lengths = export_lib.pad_batch([it.embedding for it in batch],
+                                          decoder.dim)
+      spk = np.array([it.speaker for it in batch], np.int32)
+      t0 = time.perf_counter()
+      audio, audio_lengths = decoder.waveform(
+          emb, lengths, spk if decoder.with_speaker else None)
+      compute += time.perf_counter() - t0
+      for it, wav, n in zip(batch, audio, audio_lengths):
+        try:
+          audio_lib.save_wav(it.path, wav[:n], sr)
+        except OSError as e:
+          if fileio.is_no_space(e):
+            raise OSError(e.errno, e.strerror, out_dir) from None
+          errors.append(f"{it.item_id}: "
+                        f"{fileio.describe_os_error(e, it.path)}; skipped")
+          continue
+        written.append(it.path)
+        audio_seconds += n / sr
+      bar.update(len(batch))
+    bar.close()
   return {"written": written, "errors": errors, "audio_seconds": audio_seconds,
           "seconds": compute,
           "rtf": compute / audio_seconds if audio_seconds else float("nan")}
