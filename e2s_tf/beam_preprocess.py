@@ -7,9 +7,11 @@ same dataset_info.json:
     python -m e2s_tf.preprocess --manifest=M --out_dir=T --embedder=logmel \
         --runner=DirectRunner
 
-The launcher (this process) reads the manifest and fixes the splits, the
-speaker vocabulary and the shard counts (`preprocess_lib.plan_preprocess`);
-the pipeline then runs
+The launcher (this process) checks the settings, the manifest, the embedder
+and the split before it touches `out_dir` (`preprocess_lib.plan_preprocess`),
+locks `out_dir` for the run (`preprocess_lib.open_output`; a local folder,
+see `fileio.FolderLock`), and fixes the tasks (long items cut into pieces)
+and the shard counts (`preprocess_lib.prepare`); the pipeline then runs
 
     Create(tasks) -> Reshuffle -> ParDo(process_item) --+-> <split> examples
         -> WriteToTFRecord(<split>-SSSSS-of-NNNNN.tfrecord.tmp), per split
@@ -17,10 +19,10 @@ the pipeline then runs
         their example -> CombineGlobally(Summary) -> one-line JSON summary
 
 and once it has finished the launcher reads the summary and runs
-`preprocess_lib.finish`: the rejected report, the checks, the renaming of the
-`.tmp` shards, dataset_info.json last. A failed or rejected run removes the
-temporary shards and writes no dataset_info.json, so it never leaves a
-directory that looks complete.
+`preprocess_lib.finish`: the checks, the reports, and the replacement of the
+previous dataset by the new one (`preprocess_lib.commit`), dataset_info.json
+last. A failed or rejected run removes the temporary shards and leaves the
+previous dataset as it was; only this program's files are ever deleted.
 
 Runners other than the DirectRunner (Dataflow, Flink, Spark) take their own
 pipeline options (project, region, temp_location, ...). Their workers need
@@ -157,8 +159,11 @@ def make_pipeline_options(runner: str, pipeline_args: Sequence[str] = (),
 
 
 def _remove_if_exists(path: str):
-  if tf.io.gfile.exists(path):
-    tf.io.gfile.remove(path)
+  try:
+    if tf.io.gfile.exists(path):
+      tf.io.gfile.remove(path)
+  except (OSError, tf.errors.OpError):
+    pass  # a temporary of this program's; it never looks complete
 
 
 def run_beam_preprocess(manifest: str, out_dir: str,
@@ -173,7 +178,10 @@ def run_beam_preprocess(manifest: str, out_dir: str,
                         max_rejected_fraction: float = 0.2,
                         overwrite: bool = False, progress: bool = True,
                         runner: str = DIRECT_RUNNER,
-                        pipeline_args: Sequence[str] = ()) -> dict[str, Any]:
+                        pipeline_args: Sequence[str] = (),
+                        max_item_seconds: float = (
+                            preprocess_lib.DEFAULT_MAX_ITEM_SECONDS)
+                        ) -> dict[str, Any]:
   """`preprocess_lib.run_preprocess` as a Beam pipeline on `runner`.
 
   Arguments as `run_preprocess` (the same settings give the same fingerprint,
@@ -187,33 +195,42 @@ def run_beam_preprocess(manifest: str, out_dir: str,
 
   Raises:
     PreprocessError: as `run_preprocess`; the pipeline's own errors propagate
-      after the temporary shards and summary are removed.
+      after the temporary shards and summary are removed (a full disk as
+      "no space left on <out_dir>").
+    fileio.FolderInUse: another run writes into `out_dir`.
   """
+  preprocess_lib.check_settings(split_by, valid_fraction, test_fraction,
+                                frame_tolerance, items_per_shard,
+                                max_item_seconds, max_rejected_fraction,
+                                num_workers)
   plan = preprocess_lib.plan_preprocess(
       manifest, out_dir, embedder_spec, embedder_options, config, split_by,
       valid_fraction, test_fraction, seed, frame_tolerance, items_per_shard,
-      overwrite, progress)
-  if plan.complete is not None:
-    return plan.complete
+      progress, max_item_seconds)
   options = make_pipeline_options(runner, pipeline_args, num_workers)
-  shards = [p for s in plan.num_shards for p in plan.shard_paths(s)]
-  summary_file = summary_path(out_dir)
-  _remove_if_exists(summary_file)
-  start = time.time()
-  try:
-    if progress:
-      print(f"preprocess: {len(plan.items)} items on the Beam {runner}")
-    with beam.Pipeline(options=options) as pipeline:
-      build_pipeline(pipeline, plan)
-    if not tf.io.gfile.exists(summary_file):
-      raise preprocess_lib.PreprocessError(
-          f"the {runner} pipeline finished without writing {summary_file}")
-    with tf.io.gfile.GFile(summary_file) as f:
-      summary = preprocess_lib.Summary.from_json(f.read())
-  except BaseException:
-    preprocess_lib.commit_shards(shards, commit=False)
-    raise
-  finally:
+  with preprocess_lib.open_output(plan, overwrite, progress):
+    if plan.complete is not None:
+      return plan.complete
+    preprocess_lib.prepare(plan, progress)
+    summary_file = summary_path(out_dir)
     _remove_if_exists(summary_file)
-  return preprocess_lib.finish(plan, summary, start, max_rejected_fraction,
-                               progress)
+    start = time.time()
+    try:
+      with preprocess_lib.no_space_is_an_error(out_dir):
+        if progress:
+          print(f"preprocess: {len(plan.tasks())} items on the Beam {runner}")
+        with beam.Pipeline(options=options) as pipeline:
+          build_pipeline(pipeline, plan)
+        if not tf.io.gfile.exists(summary_file):
+          raise preprocess_lib.PreprocessError(
+              f"the {runner} pipeline finished without writing "
+              f"{summary_file}")
+        with tf.io.gfile.GFile(summary_file) as f:
+          summary = preprocess_lib.Summary.from_json(f.read())
+    except BaseException:
+      preprocess_lib.discard(out_dir)
+      raise
+    finally:
+      _remove_if_exists(summary_file)
+    return preprocess_lib.finish(plan, summary, start, max_rejected_fraction,
+                                 progress)

@@ -18,13 +18,22 @@ The DirectRunner defaults to `--num_workers` processes
 (`--direct_running_mode=multi_processing`); its own `--direct_num_workers` /
 `--direct_running_mode` options override that. Unknown flags without
 `--runner` are an error.
+
+Everything is checked before the output folder is touched; the folder is
+locked for the run (a second run into it fails at once, naming the first);
+the new dataset replaces the previous one only once it is complete, and only
+this program's files are ever deleted. Items longer than `--max_item_seconds`
+become pieces `<id>/part-NNN`, cut at pauses, in the item's split. Every
+error is one line `preprocess: error: ...` and exit status 1.
 """
 
 import json
 
 from absl import app
 from absl import flags
+import tensorflow as tf
 
+from e2s_tf import fileio
 from e2s_tf import preprocess_lib
 from e2s_tf import spectral
 
@@ -58,6 +67,11 @@ _ITEMS_PER_SHARD = flags.DEFINE_integer("items_per_shard", 64,
 _NUM_WORKERS = flags.DEFINE_integer(
     "num_workers", None, "Worker processes, locally or on the DirectRunner "
     "(default: the cores, at most 8).")
+_MAX_ITEM_SECONDS = flags.DEFINE_float(
+    "max_item_seconds", preprocess_lib.DEFAULT_MAX_ITEM_SECONDS,
+    "Cut items longer than this (seconds) into pieces <id>/part-NNN at "
+    "pauses, each at most this long and in the item's split, so that memory "
+    "does not grow with the longest recording; 0: never cut.")
 _MAX_REJECTED = flags.DEFINE_float(
     "max_rejected_fraction", 0.2,
     "Fail when more than this share of the items is rejected.")
@@ -84,8 +98,29 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv, known_only=True)
   except flags.Error as e:
-    raise SystemExit(f"preprocess: error: {e}\nPass --helpshort or "
-                     "--helpfull to see help on flags.") from None
+    raise SystemExit(f"preprocess: error: {e} (see --helpshort)") from None
+
+
+def _fail(message: str):
+  raise SystemExit(f"preprocess: error: {message}")
+
+
+def _embedder_options(text: str) -> dict:
+  """--embedder_options as a dict, or one line saying what is wrong."""
+  try:
+    options = json.loads(text)
+  except ValueError as e:
+    _fail(f"--embedder_options: not valid JSON ({e}): {text!r}")
+  if not isinstance(options, dict):
+    _fail(f"--embedder_options: must be a JSON object such as "
+          f"'{{\"num_mel_bins\": 80}}', got {type(options).__name__} "
+          f"{text!r}")
+  return options
+
+
+def _one_line(error: BaseException) -> str:
+  text = str(getattr(error, "message", None) or error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
 
 
 def main(argv):
@@ -94,7 +129,7 @@ def main(argv):
     raise app.UsageError(
         f"unknown flags or arguments {pipeline_args}: pipeline options need "
         "--runner (see --helpfull)")
-  options = json.loads(_EMBEDDER_OPTIONS.value)
+  options = _embedder_options(_EMBEDDER_OPTIONS.value)
   if _NPY_TRANSPOSED.value:
     options["transpose"] = True
   config = spectral.StftConfig(
@@ -106,7 +141,8 @@ def main(argv):
       test_fraction=_TEST.value, seed=_SEED.value,
       frame_tolerance=_FRAME_TOLERANCE.value,
       items_per_shard=_ITEMS_PER_SHARD.value, num_workers=_NUM_WORKERS.value,
-      max_rejected_fraction=_MAX_REJECTED.value, overwrite=_OVERWRITE.value)
+      max_rejected_fraction=_MAX_REJECTED.value, overwrite=_OVERWRITE.value,
+      max_item_seconds=_MAX_ITEM_SECONDS.value)
   try:
     if _RUNNER.value:
       # Imported only here: Apache Beam is needed by the pipeline path alone.
@@ -116,8 +152,14 @@ def main(argv):
           pipeline_args=pipeline_args, **kwargs)
     else:
       preprocess_lib.run_preprocess(_MANIFEST.value, _OUT_DIR.value, **kwargs)
-  except (preprocess_lib.PreprocessError, ValueError, FileNotFoundError) as e:
-    raise SystemExit(f"preprocess: error: {e}") from None
+  except (preprocess_lib.PreprocessError, fileio.FolderInUse, ValueError,
+          FileNotFoundError) as e:
+    _fail(_one_line(e))
+  except OSError as e:
+    _fail(fileio.describe_os_error(e))
+  except tf.errors.OpError as e:
+    _fail("no space left on " + _OUT_DIR.value if fileio.is_no_space(e)
+          else _one_line(e))
 
 
 if __name__ == "__main__":

@@ -1,20 +1,42 @@
 """Manifest -> train/valid/test TFRecord shards + dataset_info.json.
 
 One per-item function (`process_item`, held with its embedder by an
-`ItemProcessor`) turns a manifest item into a serialised example or a
-rejection. `plan_preprocess` decides the splits, speakers and shards;
-`run_preprocess` runs the items over a process pool, writes shards under
-temporary names and adds every result to a `Summary` (counts, lengths, train
-statistics, rejections); `finish` writes the rejected report, checks the run,
-renames the shards and writes `dataset_info.json` last. A directory with a
-`dataset_info.json` is complete. `e2s_tf.beam_preprocess` runs the same plan,
-per-item function, `Summary` (as a Beam combiner) and `finish` as an Apache
-Beam pipeline.
+`ItemProcessor`) turns a manifest item, or a piece of one, into a serialised
+example or a rejection. A run goes in four steps, shared by the local and the
+Beam runner:
+
+1. `plan_preprocess` checks everything that can be checked without touching
+   `out_dir`: the settings, the manifest, the embedder and its options, the
+   split (a bad one fails here, and nothing is written or deleted).
+2. `open_output` locks `out_dir` for the run (`fileio.FolderLock`: a second
+   run fails at once, naming the first) and looks at what is there: the same
+   manifest and settings already complete -> nothing to do; another dataset
+   -> refused without `overwrite`.
+3. `prepare` learns what needs the data (an npy embedder's dimension), cuts
+   items longer than `max_item_seconds` into pieces (`plan_pieces`), and
+   fixes the shards. `run_preprocess` then runs the tasks over a process
+   pool and writes the examples to shards under temporary names
+   (`<split>-NNNNN-of-NNNNN.tfrecord.tmp`) while adding every result to a
+   `Summary`.
+4. `finish` checks the run and writes the reports and dataset_info.json,
+   also under temporary names; only then does it replace the previous
+   dataset (`commit`): its dataset_info.json goes first, the new files take
+   their names, files of this program's names that the new dataset does not
+   list go, and the new dataset_info.json comes last. A folder with a
+   dataset_info.json is complete, and until the new one is in place the
+   previous complete dataset stays as it was.
+
+Only this program's files are ever deleted: shards by the names
+`records.shard_name` makes, its reports and its temporaries (`is_own_file`).
+A failed run (an error, a full disk, too many rejections) removes its
+temporaries and leaves the previous dataset intact. `e2s_tf.beam_preprocess`
+runs steps 3 and 4 as an Apache Beam pipeline.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,8 +44,12 @@ import math
 import multiprocessing
 import os
 import random
+import re
+import subprocess
+import sys
+import tempfile
 import time
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -32,8 +58,10 @@ import tqdm
 from e2s_tf import audio as audio_lib
 from e2s_tf import corpus
 from e2s_tf import embedders
+from e2s_tf import fileio
 from e2s_tf import records
 from e2s_tf import spectral
+from e2s_tf.embedders import registry as embedder_registry
 
 QUANTILES = tuple(round(q, 2) for q in np.linspace(0.0, 1.0, 11))
 SPLIT_MODES = ("speaker", "utterance")
@@ -42,8 +70,43 @@ REASONS = ("missing_audio", "unreadable_audio", "empty_audio", "too_short", "non
            "embedding_error", "wrong_dimension", "length_mismatch")
 
 
+# Items longer than this are cut into pieces at pauses (--max_item_seconds).
+# 30 s is above nearly every utterance of the usual corpora (LibriSpeech and
+# LibriTTS cut theirs at 35 s, most are under 20 s; VCTK and Common Voice
+# under 15 s), so they stay whole, while a long recording costs what 30 s do:
+# about 50 MiB above the program's own ~700 MiB, against 1.2 GiB more for a
+# 10-minute item in one piece (measured with `peak_rss_mib`).
+DEFAULT_MAX_ITEM_SECONDS = 30.0
+# The shortest limit allowed (0 turns splitting off).
+MIN_MAX_ITEM_SECONDS = 1.0
+# Each cut is searched in the last fifth of its nominal piece.
+CUT_WINDOW_FRACTION = 0.2
+PIECE_SEPARATOR = "/part-"
+
+# This program's files in out_dir besides the shards (see `is_own_file`).
+PIECES_REPORT = "pieces.jsonl"
+FAILED_REPORT = "rejected.failed.jsonl"
+TMP = ".tmp"
+_SHARD_PATTERN = re.compile(
+    r"(%s)-\d{5,}-of-\d{5,}%s(%s)?" % ("|".join(records.SPLITS),
+                                      re.escape(records.SHARD_SUFFIX),
+                                      re.escape(TMP)))
+_OWN_REPORTS = (records.DATASET_INFO, records.REJECTED_REPORT, PIECES_REPORT,
+                FAILED_REPORT)
+
+
 class PreprocessError(RuntimeError):
   """The run as a whole cannot produce a usable dataset."""
+
+
+def is_own_file(name: str) -> bool:
+  """Whether `name` (in out_dir) is one this program writes: a shard
+  (`<split>-NNNNN-of-NNNNN.tfrecord`, or its `.tmp`), dataset_info.json, a
+  report, or the temporary of one. Nothing else is ever deleted."""
+  if _SHARD_PATTERN.fullmatch(name):
+    return True
+  base = name[:-len(TMP)] if name.endswith(TMP) else name
+  return base in _OWN_REPORTS
 
 
 @dataclasses.dataclass
@@ -57,6 +120,10 @@ class ItemResult:
   num_frames: int = 0
   num_samples: int = 0
   trimmed_frames: int = 0
+  # For a piece of a longer item: the item's id and the piece's region (s).
+  source: str = ""
+  start: Optional[float] = None
+  end: Optional[float] = None
   # Sufficient statistics (float64), filled for accepted items.
   embedding_sum: Optional[np.ndarray] = None
   embedding_sumsq: Optional[np.ndarray] = None
@@ -89,7 +156,10 @@ def process_item(item: Mapping[str, Any], embedder: embedders.Embedder,
     speaker_index: the item's index in the speaker vocabulary, -1 if none.
   """
   item_id = str(item["id"])
+  piece = item.get("_piece")
   try:
+    if piece is not None:
+      item = resolve_piece(item, config)
     audio = audio_lib.load_audio(item["audio"], config.sample_rate,
                                  item.get("start"), item.get("end"))
   except audio_lib.AudioError as e:
@@ -122,6 +192,13 @@ def process_item(item: Mapping[str, Any], embedder: embedders.Embedder,
     return _reject(item, "wrong_dimension",
                    f"embedding of shape {embedding.shape}, expected "
                    f"[T, {embedder.dim}]")
+  if piece is not None and not embedder.needs_audio:
+    # Precomputed embeddings belong to the whole item: this piece's frames
+    # start at its first sample's frame (cuts lie on the frame grid).
+    first = item["_piece"]["first_frame"]
+    last = (None if piece["index"] == piece["count"] - 1 else
+            first + int(embedder.grid.num_frames(audio.shape[0])))
+    embedding = embedding[first:last]
   if not np.all(np.isfinite(embedding)):
     return _reject(item, "non_finite", "embedding has NaN/Inf values")
   log_stft = spectral.log_stft(audio, config).numpy()
@@ -144,8 +221,90 @@ def process_item(item: Mapping[str, Any], embedder: embedders.Embedder,
           speaker=item.get("speaker") or "", speaker_index=speaker_index),
       num_frames=frames, num_samples=int(audio.shape[0]),
       trimmed_frames=trimmed,
+      source=piece["source"] if piece is not None else "",
+      start=item.get("start") if piece is not None else None,
+      end=item.get("end") if piece is not None else None,
       embedding_sum=e64.sum(0), embedding_sumsq=np.square(e64).sum(0),
       log_stft_sum=s64.sum(0), log_stft_sumsq=np.square(s64).sum(0))
+
+
+# ----------------------------------------------------------------------------
+# Pieces of long items.
+
+
+def piece_ids(item_id: str, count: int) -> list[str]:
+  """The ids of the `count` pieces of `item_id`: `<id>/part-000`, ...
+
+  Raises:
+    fileio.InvalidItemId: a piece id is not a valid id (too long).
+  """
+  width = max(3, len(str(count - 1)))
+  return [fileio.check_item_id(f"{item_id}{PIECE_SEPARATOR}{k:0{width}d}")
+          for k in range(count)]
+
+
+def plan_pieces(num_samples: int, max_item_seconds: float,
+                config: spectral.StftConfig) -> Optional[dict[str, int]]:
+  """How an item of `num_samples` samples is cut; None when it stays whole.
+
+  An item longer than `max_item_seconds` (L) becomes `count` pieces, the
+  fewest whose nominal length (`num_samples / count`) is at most 0.8 L. Cut j
+  lies at the middle of the longest pause (`audio.quiet_cut_frame`) within
+  the 0.2 L (`window`) before its nominal position j * num_samples / count,
+  on the frame grid: every piece is at most L long, and at least 0.2 L.
+
+  Returns:
+    {"count", "length" (samples), "window" (samples)} or None.
+  """
+  if max_item_seconds <= 0:
+    return None
+  limit = int(max_item_seconds * config.sample_rate)
+  if num_samples <= limit:
+    return None
+  window = int(CUT_WINDOW_FRACTION * limit)
+  return {"count": -(-num_samples // (limit - window)),
+          "length": int(num_samples), "window": window}
+
+
+def _cut(item: Mapping[str, Any], j: int,
+         config: spectral.StftConfig) -> int:
+  """Samples from the item's start to cut j of its pieces.
+
+  A function of cut j's own window of audio alone, so that the two pieces
+  that meet there, processed apart (even on different machines), find the
+  same cut.
+  """
+  p = item["_piece"]
+  hop = config.frame_step
+  nominal = j * p["length"] // p["count"]
+  first = max(1, -(-(nominal - p["window"]) // hop))
+  last = max(first, nominal // hop)
+  lo, hi = first * hop, min(last * hop + config.frame_length, p["length"])
+  rate = config.sample_rate
+  stretch = audio_lib.load_audio(item["audio"], rate, (p["offset"] + lo) / rate,
+                                 (p["offset"] + hi) / rate)
+  return (first + audio_lib.quiet_cut_frame(stretch, config)) * hop
+
+
+def resolve_piece(item: Mapping[str, Any],
+                  config: spectral.StftConfig) -> dict[str, Any]:
+  """A piece task's item with its own `start`/`end` (seconds).
+
+  `item["_piece"]` (set by `prepare`) holds the source id, the piece's index
+  and count, and the item's offset and length in samples; the cuts are found
+  here, in the worker, by reading only their windows. Adds
+  `_piece["first_frame"]`, the item frame at which the piece starts.
+
+  Raises:
+    audio.AudioError: the audio cannot be read.
+  """
+  p = dict(item["_piece"])
+  k, count, rate = p["index"], p["count"], config.sample_rate
+  first = _cut(item, k, config) if k > 0 else 0
+  last = _cut(item, k + 1, config) if k + 1 < count else p["length"]
+  p["first_frame"] = first // config.frame_step
+  return dict(item, start=(p["offset"] + first) / rate,
+              end=(p["offset"] + last) / rate, _piece=p)
 
 
 # ----------------------------------------------------------------------------
@@ -315,6 +474,7 @@ class Summary:
     self.train_stats = _Stats()
     self.trimmed = {"count": 0, "frames": 0}
     self.rejected = []    # {"id", "split", "reason", "detail"}
+    self.pieces = []      # {"id", "source", "start", "end"} per written piece
 
   def add(self, r: ItemResult) -> "Summary":
     if not r.ok:
@@ -331,6 +491,9 @@ class Summary:
       self.trimmed["frames"] += r.trimmed_frames
     if r.split == "train":
       self.train_stats.add(r)
+    if r.source:
+      self.pieces.append({"id": r.item_id, "source": r.source,
+                          "start": r.start, "end": r.end})
     return self
 
   def merge(self, other: "Summary") -> "Summary":
@@ -344,6 +507,7 @@ class Summary:
     for k in self.trimmed:
       self.trimmed[k] += other.trimmed[k]
     self.rejected.extend(other.rejected)
+    self.pieces.extend(other.pieces)
     return self
 
   def num_examples(self, split: Optional[str] = None) -> int:
@@ -356,7 +520,7 @@ class Summary:
     return json.dumps({
         "counts": self.counts, "lengths": self.lengths,
         "trimmed": self.trimmed, "rejected": self.rejected,
-        "train_count": self.train_stats.count,
+        "pieces": self.pieces, "train_count": self.train_stats.count,
         "train_sums": {k: np.asarray(v, np.float64).tolist()
                        for k, v in self.train_stats.sums.items()}})
 
@@ -366,6 +530,7 @@ class Summary:
     out = cls()
     out.counts, out.lengths = d["counts"], d["lengths"]
     out.trimmed, out.rejected = d["trimmed"], d["rejected"]
+    out.pieces = d.get("pieces", [])
     out.train_stats.count = d["train_count"]
     out.train_stats.sums = {k: np.asarray(v, np.float64)
                             for k, v in d["train_sums"].items()}
@@ -373,21 +538,24 @@ class Summary:
 
 
 # ----------------------------------------------------------------------------
-# Planning and finishing, shared by the local and the Beam runners.
+# Planning, locking and finishing, shared by the local and the Beam runners.
 
 
 @dataclasses.dataclass
 class Plan:
   """Everything decided before the first item is processed.
 
-  `complete` holds the existing dataset_info when `out_dir` already has the
-  result of this manifest and settings (then nothing else is filled in and
-  there is nothing to do).
+  `plan_preprocess` fills in the settings, items, embedder and splits;
+  `open_output` sets `complete` (the existing dataset_info when `out_dir`
+  already holds this manifest's result with these settings: nothing to do)
+  and `previous` (whether `out_dir` holds a complete dataset); `prepare` the
+  tasks (pieces included) and shard counts.
   """
   manifest: str
   out_dir: str
   fingerprint: str
   complete: Optional[dict[str, Any]] = None
+  previous: bool = False
   config: spectral.StftConfig = spectral.DEFAULT
   embedder: Optional[embedders.Embedder] = None
   embedder_spec: str = ""
@@ -395,17 +563,23 @@ class Plan:
   split_by: str = "speaker"
   seed: int = 0
   frame_tolerance: int = 0
+  items_per_shard: int = 64
+  max_item_seconds: float = DEFAULT_MAX_ITEM_SECONDS
   centre_offset_ms: float = 0.0
   items: list[dict[str, Any]] = dataclasses.field(default_factory=list)
   splits: dict[str, str] = dataclasses.field(default_factory=dict)
   speakers: list[str] = dataclasses.field(default_factory=list)
   num_shards: dict[str, int] = dataclasses.field(default_factory=dict)
+  split_items: int = 0
+  _tasks: Optional[list[tuple[dict[str, Any], int]]] = None
 
   def tasks(self) -> list[tuple[dict[str, Any], int]]:
-    """`(item with its "_split", speaker_index)` per item, manifest order."""
-    index = {s: i for i, s in enumerate(self.speakers)}
-    return [(dict(it, _split=self.splits[it["id"]]),
-             index.get(it.get("speaker"), -1)) for it in self.items]
+    """`(item with its "_split" [and "_piece"], speaker_index)` per task, in
+    manifest order, the pieces of an item in their order (after `prepare`).
+    """
+    if self._tasks is None:
+      raise RuntimeError("Plan.tasks() before prepare()")
+    return self._tasks
 
   def shard_names(self, split: str) -> list[str]:
     n = self.num_shards[split]
@@ -414,13 +588,18 @@ class Plan:
   def shard_paths(self, split: str) -> list[str]:
     return [os.path.join(self.out_dir, n) for n in self.shard_names(split)]
 
+  def all_shard_paths(self) -> list[str]:
+    return [p for s in self.num_shards for p in self.shard_paths(s)]
+
 
 class _ShardWriter:
   """Round-robin writer of one split's shards, under `.tmp` names until done."""
 
   def __init__(self, paths: Sequence[str]):
     self.paths = list(paths)
-    self._writers = [tf.io.TFRecordWriter(p + ".tmp") for p in self.paths]
+    self._writers = []
+    for p in self.paths:
+      self._writers.append(tf.io.TFRecordWriter(p + TMP))
     self._next = 0
 
   def write(self, example: bytes):
@@ -428,26 +607,63 @@ class _ShardWriter:
     self._next = (self._next + 1) % len(self._writers)
 
   def close(self):
-    """Closes the files; `commit_shards` then renames or removes them."""
+    """Closes the files (flushing them); the first error is raised after all
+    are closed. `commit` then renames them, `discard` removes them."""
+    error = None
     for w in self._writers:
-      w.close()
+      try:
+        w.close()
+      except (OSError, tf.errors.OpError) as e:
+        error = error or e
+    if error is not None:
+      raise error
 
 
-def commit_shards(paths: Sequence[str], commit: bool):
-  """Renames each `<path>.tmp` to `<path>` (commit) or removes it.
+def _remove(path: str):
+  if tf.io.gfile.exists(path):
+    tf.io.gfile.remove(path)
+
+
+def discard(out_dir: str):
+  """Removes this program's temporaries from `out_dir` (never anything else,
+  and never a complete file)."""
+  if not tf.io.gfile.isdir(out_dir):
+    return
+  for name in tf.io.gfile.listdir(out_dir):
+    if name.endswith(TMP) and is_own_file(name):
+      try:
+        _remove(os.path.join(out_dir, name))
+      except (OSError, tf.errors.OpError):
+        pass  # best effort: a temporary never looks complete anyway
+
+
+def commit(plan: Plan, new_files: Sequence[str]):
+  """Replaces the previous dataset in `plan.out_dir` with the new one.
+
+  Every file of the new dataset is complete under its temporary name
+  (`<name>.tmp`, dataset_info.json's too) before this is called. In order:
+  the old dataset_info.json goes (from here on the folder is not complete),
+  the new files take their names, files of this program's names that the new
+  dataset does not have go (old shards, reports), and dataset_info.json takes
+  its name last. Renames need no space, so a full disk cannot stop this
+  half-way.
 
   Raises:
-    PreprocessError: committing, and a temporary shard is missing.
+    PreprocessError: a temporary file is missing (nothing is changed then).
   """
-  if commit:
-    missing = [p + ".tmp" for p in paths if not tf.io.gfile.exists(p + ".tmp")]
-    if missing:
-      raise PreprocessError(f"shards were not written: {missing[:3]}")
-  for p in paths:
-    if commit:
-      tf.io.gfile.rename(p + ".tmp", p, overwrite=True)
-    elif tf.io.gfile.exists(p + ".tmp"):
-      tf.io.gfile.remove(p + ".tmp")
+  info = os.path.join(plan.out_dir, records.DATASET_INFO)
+  names = [os.path.basename(p) for p in new_files]
+  missing = [p + TMP for p in new_files if not tf.io.gfile.exists(p + TMP)]
+  if missing or not tf.io.gfile.exists(info + TMP):
+    raise PreprocessError(f"files were not written: {missing[:3] or info}")
+  _remove(info)
+  for path in new_files:
+    tf.io.gfile.rename(path + TMP, path, overwrite=True)
+  keep = set(names) | {records.DATASET_INFO + TMP}
+  for name in tf.io.gfile.listdir(plan.out_dir):
+    if name not in keep and name != records.DATASET_INFO and is_own_file(name):
+      _remove(os.path.join(plan.out_dir, name))
+  tf.io.gfile.rename(info + TMP, info, overwrite=True)
 
 
 def _majority_dim(items, embedder, config, sample=16) -> int:
@@ -478,14 +694,79 @@ def _fingerprint(manifest_path, settings) -> str:
   return h.hexdigest()[:16]
 
 
-def _atomic_write_text(path, text):
-  with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+def _write_text_tmp(path, text) -> str:
+  """Writes `text` to `path.tmp` (complete when this returns); returns path."""
+  with tf.io.gfile.GFile(path + TMP, "w") as f:
     f.write(text)
-  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+  return path
 
 
-def _atomic_write_json(path, obj):
-  _atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+def _jsonl(rows) -> str:
+  return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def check_settings(split_by: str, valid_fraction: float, test_fraction: float,
+                   frame_tolerance: int, items_per_shard: int,
+                   max_item_seconds: float,
+                   max_rejected_fraction: float = 0.0,
+                   num_workers: Optional[int] = None):
+  """Raises PreprocessError for settings no run can use (named by flag)."""
+  problems = []
+  if split_by not in SPLIT_MODES:
+    problems.append(f"--split_by must be one of {SPLIT_MODES}, got "
+                    f"{split_by!r}")
+  for flag, value in (("valid_fraction", valid_fraction),
+                      ("test_fraction", test_fraction)):
+    if not 0 <= value < 1:
+      problems.append(f"--{flag} must be in [0, 1), got {value}")
+  if valid_fraction + test_fraction >= 1:
+    problems.append("--valid_fraction and --test_fraction must add up to "
+                    f"less than 1, got {valid_fraction} + {test_fraction}")
+  if frame_tolerance < 0:
+    problems.append(f"--frame_tolerance must be >= 0, got {frame_tolerance}")
+  if items_per_shard < 1:
+    problems.append(f"--items_per_shard must be >= 1, got {items_per_shard}")
+  if not 0 <= max_rejected_fraction <= 1:
+    problems.append("--max_rejected_fraction must be in [0, 1], got "
+                    f"{max_rejected_fraction}")
+  if num_workers is not None and num_workers < 1:
+    problems.append(f"--num_workers must be >= 1, got {num_workers}")
+  if not (max_item_seconds == 0 or max_item_seconds >= MIN_MAX_ITEM_SECONDS
+          ) or not math.isfinite(max_item_seconds):
+    problems.append(f"--max_item_seconds must be 0 (no splitting) or at least "
+                    f"{MIN_MAX_ITEM_SECONDS:g}, got {max_item_seconds}")
+  if problems:
+    raise PreprocessError("; ".join(problems))
+
+
+def build_embedder(spec: str, config: spectral.StftConfig,
+                   options: Mapping[str, Any]) -> embedders.Embedder:
+  """The embedder, with errors that name the flag at fault.
+
+  Raises:
+    PreprocessError: `--embedder_options: ...` for options the embedder does
+      not take (unknown names, wrong types) or that it refuses,
+      `--embedder: ...` for an unknown name or a spec it cannot load.
+  """
+  if not isinstance(options, Mapping):
+    raise PreprocessError("--embedder_options: must be a JSON object, got "
+                          f"{type(options).__name__}")
+  try:
+    embedder_registry.check_options(spec, options)
+  except embedder_registry.OptionError as e:
+    raise PreprocessError(f"--embedder_options: {e}") from None
+  except ValueError as e:
+    raise PreprocessError(f"--embedder: {e}") from None
+  try:
+    return embedders.get_embedder(spec, config, **options)
+  except (ValueError, TypeError, OSError, tf.errors.OpError) as e:
+    lines = str(getattr(e, "message", e)).strip().splitlines()
+    text = lines[0] if lines else type(e).__name__
+    # A value the embedder refuses names its option ("num_mel_bins must be
+    # positive"); anything else is about the spec (a model that is not there).
+    flag = ("--embedder_options" if any(k in text for k in options)
+            else "--embedder")
+    raise PreprocessError(f"{flag}: {text}") from None
 
 
 def plan_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
@@ -494,57 +775,46 @@ def plan_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
                     split_by: str = "speaker", valid_fraction: float = 0.1,
                     test_fraction: float = 0.1, seed: int = 0,
                     frame_tolerance: int = 0, items_per_shard: int = 64,
-                    overwrite: bool = False, progress: bool = True) -> Plan:
-  """Checks the settings, prepares `out_dir` and decides splits and shards.
+                    progress: bool = True,
+                    max_item_seconds: float = DEFAULT_MAX_ITEM_SECONDS
+                    ) -> Plan:
+  """Checks the settings, the manifest, the embedder and the split.
 
-  Returns a Plan whose `complete` is the existing dataset_info when `out_dir`
-  already holds this manifest's result with these settings. Otherwise the
-  directory is cleared of an earlier run's dataset_info (first, so that a
-  half-rewritten directory never looks complete) and shards.
+  Reads the manifest (and builds the embedder, which may load a model), but
+  neither reads nor writes `out_dir`: whatever is wrong fails here, before
+  anything there is touched.
 
   Raises:
-    PreprocessError: `out_dir` holds another dataset and not `overwrite`, no
-      items, an embedder whose hop differs from the STFT's.
-    ValueError, FileNotFoundError: bad split settings, a missing manifest.
+    PreprocessError: bad settings or embedder options, no items, an embedder
+      whose hop differs from the STFT's.
+    ValueError, FileNotFoundError: a malformed or missing manifest, a split
+      the items cannot fill (e.g. no speaker left for train).
   """
+  check_settings(split_by, valid_fraction, test_fraction, frame_tolerance,
+                 items_per_shard, max_item_seconds)
+  if embedder_options is not None and not isinstance(embedder_options,
+                                                     Mapping):
+    raise PreprocessError("--embedder_options: must be a JSON object, got "
+                          f"{type(embedder_options).__name__}")
   embedder_options = dict(embedder_options or {})
+  items = corpus.read_manifest(manifest)
+  if not items:
+    raise PreprocessError(f"{manifest}: no items")
   settings = dict(embedder=embedder_spec, options=embedder_options,
                   stft=config.to_dict(), split_by=split_by,
                   valid_fraction=valid_fraction, test_fraction=test_fraction,
                   seed=seed, frame_tolerance=frame_tolerance,
-                  items_per_shard=items_per_shard)
+                  items_per_shard=items_per_shard,
+                  max_item_seconds=float(max_item_seconds))
   plan = Plan(manifest=manifest, out_dir=out_dir,
               fingerprint=_fingerprint(manifest, settings), config=config,
               embedder_spec=embedder_spec, split_by=split_by, seed=seed,
-              frame_tolerance=frame_tolerance)
-  info_path = os.path.join(out_dir, records.DATASET_INFO)
-  if tf.io.gfile.exists(info_path):
-    with tf.io.gfile.GFile(info_path) as f:
-      old = json.load(f)
-    if old.get("fingerprint") == plan.fingerprint:
-      if progress:
-        print(f"{out_dir}: already complete for this manifest and settings; "
-              "nothing to do")
-      plan.complete = old
-      return plan
-    if not overwrite:
-      raise PreprocessError(
-          f"{out_dir} holds a dataset made from another manifest or other "
-          "settings; pass --overwrite to replace it, or choose another --out_dir")
-  tf.io.gfile.makedirs(out_dir)
-  # The info file goes first so that a half-rewritten directory never looks
-  # complete; stale shards and temporaries of an earlier run go too.
-  for name in tf.io.gfile.listdir(out_dir):
-    if name == records.DATASET_INFO or name.endswith(
-        (records.SHARD_SUFFIX, records.SHARD_SUFFIX + ".tmp")):
-      tf.io.gfile.remove(os.path.join(out_dir, name))
-
-  items = corpus.read_manifest(manifest)
-  if not items:
-    raise PreprocessError(f"{manifest}: no items")
-  # The embedder is built here too: a bad spec fails before any work, and its
-  # description goes into dataset_info.
-  embedder = embedders.get_embedder(embedder_spec, config, **embedder_options)
+              frame_tolerance=frame_tolerance,
+              items_per_shard=items_per_shard,
+              max_item_seconds=float(max_item_seconds))
+  # The embedder is built here: a bad spec or option fails before any work,
+  # and its description goes into dataset_info.
+  embedder = build_embedder(embedder_spec, config, embedder_options)
   grid = embedder.grid
   if (grid.frame_step, grid.sample_rate) != (config.frame_step,
                                              config.sample_rate):
@@ -562,47 +832,190 @@ def plan_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
     print(f"note: embedder frames ({grid.to_dict()}) and STFT frames "
           f"(window {config.frame_length}) have centres "
           f"{plan.centre_offset_ms:+.2f} ms apart")
-  if embedder.dim is None:
-    # Embedders that learn their dimension from the data (npy, a SavedModel
-    # without a declared dim): fix it here, by majority over a sample of
-    # items, so that every worker enforces the same one.
-    dim = _majority_dim(items, embedder, config)
-    embedder_options["dim"] = dim
-    embedder = embedders.get_embedder(embedder_spec, config,
-                                      **embedder_options)
   plan.embedder, plan.embedder_options, plan.items = (embedder,
                                                       embedder_options, items)
   plan.splits = assign_splits(items, split_by, valid_fraction, test_fraction,
                               seed)
   plan.speakers = sorted({it["speaker"] for it in items if it.get("speaker")})
-  planned = collections.Counter(plan.splits.values())
-  plan.num_shards = {s: max(1, math.ceil(planned[s] / items_per_shard))
-                     for s in records.SPLITS if planned[s]}
   return plan
 
 
-def write_rejected_report(plan: Plan, summary: Summary) -> str:
-  """Writes rejected.jsonl (manifest order); returns its path."""
-  order = {it["id"]: i for i, it in enumerate(plan.items)}
-  rows = sorted(summary.rejected, key=lambda r: order.get(r["id"], len(order)))
-  report = os.path.join(plan.out_dir, records.REJECTED_REPORT)
-  _atomic_write_text(report, "".join(
-      json.dumps({k: r[k] for k in ("id", "split", "reason", "detail")}) + "\n"
-      for r in rows))
-  return report
+@contextlib.contextmanager
+def open_output(plan: Plan, overwrite: bool,
+                progress: bool = True) -> Iterator[Plan]:
+  """Holds `plan.out_dir` for the run and checks what it holds.
+
+      with open_output(plan, overwrite):
+        if plan.complete is not None: ...  # nothing to do
+
+  Takes the folder's lock (a second run fails at once with
+  `fileio.FolderInUse`, which names this one; a lock left by a killed run is
+  taken over), sets `plan.complete` when the folder already holds this
+  manifest's result with these settings and `plan.previous` when it holds a
+  complete dataset, and removes this program's temporaries of an interrupted
+  run (they are never part of a complete dataset). The lock is released on
+  leaving.
+
+  Raises:
+    fileio.FolderInUse: another live run holds the folder.
+    PreprocessError: the folder holds another dataset and not `overwrite`.
+  """
+  lock = fileio.FolderLock(plan.out_dir, "preprocess")
+  try:
+    lock.acquire()
+  except OSError as e:
+    raise PreprocessError(fileio.describe_os_error(e, plan.out_dir)) from None
+  try:
+    info_path = os.path.join(plan.out_dir, records.DATASET_INFO)
+    if tf.io.gfile.exists(info_path):
+      try:
+        with tf.io.gfile.GFile(info_path) as f:
+          old = json.load(f)
+      except ValueError:
+        old = {}
+      plan.previous = True
+      if old.get("fingerprint") == plan.fingerprint:
+        if progress:
+          print(f"{plan.out_dir}: already complete for this manifest and "
+                "settings; nothing to do")
+        plan.complete = old
+      elif not overwrite:
+        raise PreprocessError(
+            f"{plan.out_dir} holds a dataset made from another manifest or "
+            "other settings; pass --overwrite to replace it, or choose another "
+            "--out_dir")
+    if plan.complete is None:
+      tf.io.gfile.makedirs(plan.out_dir)
+      discard(plan.out_dir)
+    yield plan
+  finally:
+    lock.release()
+
+
+def _probe_length(item: Mapping[str, Any], rate: int) -> Optional[int]:
+  """Samples of the item's region at `rate`, from its start/end or the
+  file's header; None when unknown (the item is then processed whole, and a
+  bad file rejected there)."""
+  first = int(round(item["start"] * rate)) if "start" in item else 0
+  if "end" in item:
+    return int(round(item["end"] * rate)) - first
+  try:
+    return audio_lib.num_samples(item["audio"], rate) - first
+  except audio_lib.AudioError:
+    return None
+
+
+def prepare(plan: Plan, progress: bool = True):
+  """Decides what needs the data: the tasks (items longer than
+  `plan.max_item_seconds` cut into pieces, in the item's split) and the
+  shards, and an npy embedder's dimension when not given.
+
+  Raises:
+    PreprocessError: a piece id is not a valid id or is taken by an item.
+  """
+  config, embedder = plan.config, plan.embedder
+  if embedder.dim is None:
+    # Embedders that learn their dimension from the data (npy, a SavedModel
+    # without a declared dim): fix it here, by majority over a sample of
+    # items, so that every worker enforces the same one.
+    dim = _majority_dim(plan.items, embedder, config)
+    plan.embedder_options["dim"] = dim
+    plan.embedder = embedders.get_embedder(plan.embedder_spec, config,
+                                           **plan.embedder_options)
+  index = {s: i for i, s in enumerate(plan.speakers)}
+  ids = {it["id"] for it in plan.items}
+  tasks, plan.split_items = [], 0
+  items = plan.items
+  if plan.max_item_seconds > 0 and progress and len(items) > 1000:
+    items = tqdm.tqdm(items, desc="lengths", unit="item")
+  for it in items:
+    task = dict(it, _split=plan.splits[it["id"]])
+    speaker = index.get(it.get("speaker"), -1)
+    pieces = None
+    if plan.max_item_seconds > 0:
+      length = _probe_length(it, config.sample_rate)
+      if length is not None:
+        pieces = plan_pieces(length, plan.max_item_seconds, config)
+    if pieces is None:
+      tasks.append((task, speaker))
+      continue
+    try:
+      names = piece_ids(it["id"], pieces["count"])
+    except fileio.InvalidItemId as e:
+      raise PreprocessError(
+          f"item {it['id']!r} is longer than --max_item_seconds="
+          f"{plan.max_item_seconds:g} but its pieces cannot be named: {e}"
+      ) from None
+    taken = ids.intersection(names)
+    if taken:
+      raise PreprocessError(
+          f"item {it['id']!r} is longer than --max_item_seconds="
+          f"{plan.max_item_seconds:g}, but the id of its piece "
+          f"{sorted(taken)[0]!r} is taken by another item")
+    plan.split_items += 1
+    offset = int(round(it["start"] * config.sample_rate)) if "start" in it \
+        else 0
+    for k, name in enumerate(names):
+      tasks.append((dict(task, id=name, _piece=dict(
+          pieces, index=k, offset=offset, source=it["id"])), speaker))
+  plan._tasks = tasks  # pylint: disable=protected-access
+  planned = collections.Counter(t["_split"] for t, _ in tasks)
+  plan.num_shards = {s: max(1, math.ceil(planned[s] / plan.items_per_shard))
+                     for s in records.SPLITS if planned[s]}
+  if plan.split_items and progress:
+    print(f"cutting {plan.split_items} items longer than "
+          f"{plan.max_item_seconds:g} s into pieces at pauses "
+          f"({len(tasks) - len(plan.items) + plan.split_items} pieces)")
+
+
+@contextlib.contextmanager
+def no_space_is_an_error(out_dir: str) -> Iterator[None]:
+  """Turns a full disk (an OSError or a TensorFlow error, however it comes)
+  into a PreprocessError "no space left on <out_dir>"."""
+  try:
+    yield
+  except PreprocessError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if fileio.is_no_space(e):
+      raise PreprocessError(f"no space left on {out_dir}") from None
+    raise
+
+
+def _failure_report(plan: Plan) -> str:
+  """Where a failed run's rejected report goes: rejected.jsonl, unless that
+  belongs to a complete dataset in the folder (a failed run leaves it
+  intact)."""
+  name = FAILED_REPORT if plan.previous else records.REJECTED_REPORT
+  return os.path.join(plan.out_dir, name)
 
 
 def check_usable(plan: Plan, summary: Summary, report: str,
                  max_rejected_fraction: float):
   """Raises PreprocessError when the run cannot make a usable dataset."""
-  num_items = len(plan.items)
+  num_tasks = len(plan.tasks())
   if summary.num_examples() == 0 or summary.num_examples("train") == 0:
     raise PreprocessError(
-        f"no usable training item among {num_items}; see {report}")
-  if len(summary.rejected) > max_rejected_fraction * num_items:
+        f"no usable training item among {num_tasks}; see {report}")
+  if len(summary.rejected) > max_rejected_fraction * num_tasks:
     raise PreprocessError(
-        f"{len(summary.rejected)} of {num_items} items rejected, more than "
+        f"{len(summary.rejected)} of {num_tasks} items rejected, more than "
         f"--max_rejected_fraction={max_rejected_fraction}; see {report}")
+
+
+def _rejected_rows(plan: Plan, summary: Summary) -> list[dict[str, Any]]:
+  """The rejected items in task (manifest) order."""
+  order = {t["id"]: i for i, (t, _) in enumerate(plan.tasks())}
+  rows = sorted(summary.rejected, key=lambda r: order.get(r["id"], len(order)))
+  return [{k: r[k] for k in ("id", "split", "reason", "detail")} for r in rows]
+
+
+def _pieces_rows(plan: Plan, summary: Summary) -> list[dict[str, Any]]:
+  order = {t["id"]: i for i, (t, _) in enumerate(plan.tasks())}
+  audio = {it["id"]: it["audio"] for it in plan.items}
+  rows = sorted(summary.pieces, key=lambda r: order.get(r["id"], len(order)))
+  return [{"id": r["id"], "source": r["source"], "audio": audio[r["source"]],
+           "start": r["start"], "end": r["end"]} for r in rows]
 
 
 def build_dataset_info(plan: Plan, summary: Summary,
@@ -639,6 +1052,10 @@ def build_dataset_info(plan: Plan, summary: Summary,
       "rejected": {"count": len(summary.rejected), "by_reason": dict(by_reason),
                    "report": records.REJECTED_REPORT},
       "trimmed": dict(summary.trimmed),
+      "pieces": {"max_item_seconds": plan.max_item_seconds,
+                 "split_items": plan.split_items,
+                 "count": len(summary.pieces),
+                 "report": PIECES_REPORT if summary.pieces else None},
       "num_items": len(plan.items),
       "seconds": round(seconds, 2),
   }
@@ -646,34 +1063,50 @@ def build_dataset_info(plan: Plan, summary: Summary,
 
 def finish(plan: Plan, summary: Summary, start: float,
            max_rejected_fraction: float, progress: bool) -> dict[str, Any]:
-  """Reports, checks, commits the `.tmp` shards and writes dataset_info last.
+  """Checks the run, writes its reports and dataset_info, and commits.
 
-  On a PreprocessError the temporary shards are removed and no
-  dataset_info.json is written (the rejected report is).
+  The shards are complete under their `.tmp` names when this is called. On a
+  PreprocessError (no usable item, too many rejected) the temporaries are
+  removed and the rejected report is written (`_failure_report`); the
+  folder's previous dataset stays as it was.
   """
-  paths = [p for s in plan.num_shards for p in plan.shard_paths(s)]
-  committed = False
-  try:
-    report = write_rejected_report(plan, summary)
-    check_usable(plan, summary, report, max_rejected_fraction)
-    commit_shards(paths, commit=True)
-    committed = True
-  finally:
-    if not committed:
-      commit_shards(paths, commit=False)
-  info = build_dataset_info(plan, summary, time.time() - start)
-  _atomic_write_json(os.path.join(plan.out_dir, records.DATASET_INFO), info)
+  shards = plan.all_shard_paths()
+  with no_space_is_an_error(plan.out_dir):
+    report = _failure_report(plan)
+    try:
+      check_usable(plan, summary, report, max_rejected_fraction)
+    except PreprocessError:
+      discard(plan.out_dir)
+      tf.io.gfile.rename(_write_text_tmp(report, _jsonl(
+          _rejected_rows(plan, summary))) + TMP, report, overwrite=True)
+      raise
+    new_files = shards + [_write_text_tmp(
+        os.path.join(plan.out_dir, records.REJECTED_REPORT),
+        _jsonl(_rejected_rows(plan, summary)))]
+    if summary.pieces:
+      new_files.append(_write_text_tmp(
+          os.path.join(plan.out_dir, PIECES_REPORT),
+          _jsonl(_pieces_rows(plan, summary))))
+    info = build_dataset_info(plan, summary, time.time() - start)
+    _write_text_tmp(os.path.join(plan.out_dir, records.DATASET_INFO),
+                    json.dumps(info, indent=1) + "\n")
+    commit(plan, new_files)
   if progress:
     rejected = summary.rejected
     by_reason = info["rejected"]["by_reason"]
     trimmed = summary.trimmed
     per_split = ", ".join(f"{s} {summary.num_examples(s)}"
                           for s in plan.num_shards)
+    report = os.path.join(plan.out_dir, records.REJECTED_REPORT)
     print(f"wrote {summary.num_examples()} examples ({per_split}) to "
           f"{plan.out_dir} in {info['seconds']:.1f}s; rejected {len(rejected)}"
           + (f" ({by_reason}), see {report}" if rejected else "")
           + (f"; trimmed {trimmed['count']} items by {trimmed['frames']} frames"
-             if trimmed["count"] else ""))
+             if trimmed["count"] else "")
+          + (f"; {plan.split_items} long items cut into "
+             f"{len(summary.pieces)} pieces, see "
+             f"{os.path.join(plan.out_dir, PIECES_REPORT)}"
+             if summary.pieces else ""))
   return info
 
 
@@ -686,43 +1119,137 @@ def run_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
                    num_workers: Optional[int] = None,
                    max_rejected_fraction: float = 0.2,
                    overwrite: bool = False,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True,
+                   max_item_seconds: float = DEFAULT_MAX_ITEM_SECONDS
+                   ) -> dict[str, Any]:
   """Runs the whole preprocessing locally; returns the dataset_info dict.
 
-  A re-run of a completed run with the same manifest and settings returns the
-  existing dataset_info without work; anything else (an interrupted run, other
-  settings with `overwrite`) rewrites the shards. Raises PreprocessError when
-  no item, or more than `max_rejected_fraction` of them, is usable (the
-  rejected-items report is written first). `e2s_tf.beam_preprocess` runs the
-  same plan, per-item function and totals as an Apache Beam pipeline.
+  Everything is checked before `out_dir` is touched (see the module doc); the
+  folder is locked for the run. A re-run of a completed run with the same
+  manifest and settings returns the existing dataset_info without work;
+  anything else (an interrupted run, other settings with `overwrite`) writes
+  a new dataset beside the previous one and replaces it once complete.
+  Items longer than `max_item_seconds` (0: none) become pieces
+  `<id>/part-NNN`, cut at pauses, in the item's split.
+
+  Raises:
+    PreprocessError: bad settings, no item or more than
+      `max_rejected_fraction` of them usable (the rejected-items report is
+      written), a full disk ("no space left on <out_dir>").
+    fileio.FolderInUse: another run writes into `out_dir`.
+    ValueError, FileNotFoundError: a malformed or missing manifest, a split
+      the items cannot fill.
   """
+  check_settings(split_by, valid_fraction, test_fraction, frame_tolerance,
+                 items_per_shard, max_item_seconds, max_rejected_fraction,
+                 num_workers)
   plan = plan_preprocess(manifest, out_dir, embedder_spec, embedder_options,
                          config, split_by, valid_fraction, test_fraction,
-                         seed, frame_tolerance, items_per_shard, overwrite,
-                         progress)
-  if plan.complete is not None:
-    return plan.complete
-  tasks = plan.tasks()
-  summary = Summary()
-  workers = num_workers or min(os.cpu_count() or 1, 8)
-  start = time.time()
-  writers = {s: _ShardWriter(plan.shard_paths(s)) for s in plan.num_shards}
-  done = False
-  try:
-    bar = tqdm.tqdm(total=len(tasks), desc="preprocess", unit="item",
-                    disable=not progress)
-    for r in _iterate(tasks, plan.embedder_spec, plan.embedder_options,
-                      config, frame_tolerance, workers):
-      bar.update(1)
-      if r.ok:
-        writers[r.split].write(r.example)
-      summary.add(r)
-    bar.close()
-    done = True
-  finally:
-    for w in writers.values():
-      w.close()
-    if not done:
-      commit_shards([p for w in writers.values() for p in w.paths],
-                    commit=False)
-  return finish(plan, summary, start, max_rejected_fraction, progress)
+                         seed, frame_tolerance, items_per_shard, progress,
+                         max_item_seconds)
+  with open_output(plan, overwrite, progress):
+    if plan.complete is not None:
+      return plan.complete
+    prepare(plan, progress)
+    tasks = plan.tasks()
+    summary = Summary()
+    workers = num_workers or min(os.cpu_count() or 1, 8)
+    start = time.time()
+    try:
+      with no_space_is_an_error(out_dir):
+        writers = {s: _ShardWriter(plan.shard_paths(s))
+                   for s in plan.num_shards}
+        try:
+          bar = tqdm.tqdm(total=len(tasks), desc="preprocess", unit="item",
+                          disable=not progress)
+          # Closed on any error, which stops the worker processes at once.
+          with contextlib.closing(_iterate(
+              tasks, plan.embedder_spec, plan.embedder_options, config,
+              frame_tolerance, workers)) as results:
+            for r in results:
+              bar.update(1)
+              if r.ok:
+                writers[r.split].write(r.example)
+              summary.add(r)
+          bar.close()
+        finally:
+          for w in writers.values():
+            w.close()
+    except BaseException:
+      discard(out_dir)
+      raise
+    return finish(plan, summary, start, max_rejected_fraction, progress)
+
+
+# ----------------------------------------------------------------------------
+# Peak memory of one long item (for the benchmark suite).
+
+
+def speechlike_audio(seconds: float, sample_rate: int = 16000,
+                     seed: int = 0) -> np.ndarray:
+  """`[samples]` float32 stand-in for speech: voiced bursts of 0.8-3 s
+  (a harmonic tone with a syllable-rate tremolo) between pauses of 0.15-0.8 s
+  of faint noise. Deterministic for a seed."""
+  rng = np.random.default_rng(seed)
+  total = int(seconds * sample_rate)
+  parts, n = [], 0
+  while n < total:
+    size = int(rng.uniform(0.8, 3.0) * sample_rate)
+    t = np.arange(size) / sample_rate
+    f0 = rng.uniform(90.0, 220.0)
+    tone = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 12))
+    envelope = np.sqrt(np.sin(np.pi * np.arange(size) / size))
+    parts.append(0.2 * tone * envelope * (1 + 0.3 * np.sin(2 * np.pi * 4 * t)))
+    gap = int(rng.uniform(0.15, 0.8) * sample_rate)
+    parts.append(rng.standard_normal(gap) * 1e-4)
+    n += size + gap
+  return np.concatenate(parts)[:total].astype(np.float32)
+
+
+def peak_rss_mib(audio_seconds: float = 600.0,
+                 max_item_seconds: float = DEFAULT_MAX_ITEM_SECONDS,
+                 work_dir: Optional[str] = None,
+                 embedder_spec: str = "logmel") -> float:
+  """Peak resident memory (MiB) of `python -m e2s_tf.preprocess` on one item.
+
+  Writes a speech-like item of `audio_seconds` (`speechlike_audio`, 16-bit
+  WAV) and its manifest under `work_dir` (a temporary folder when None), runs
+  the program on it in one process (`--num_workers=1`, so the item is
+  processed where it is measured) with `--max_item_seconds`, and returns the
+  child's `ru_maxrss` (of that process alone, from `os.wait4`).
+
+  Raises:
+    PreprocessError: the run failed (its last output lines in the message).
+  """
+  import soundfile  # pylint: disable=g-import-not-at-top
+  with contextlib.ExitStack() as stack:
+    if work_dir is None:
+      work_dir = stack.enter_context(tempfile.TemporaryDirectory())
+    os.makedirs(work_dir, exist_ok=True)
+    wav = os.path.join(work_dir, "long.wav")
+    soundfile.write(wav, speechlike_audio(audio_seconds), 16000,
+                    subtype="PCM_16")
+    manifest = os.path.join(work_dir, "manifest.jsonl")
+    with open(manifest, "w") as f:
+      f.write(json.dumps({"id": "long", "audio": wav, "speaker": "a"}) + "\n")
+    out_dir = os.path.join(work_dir, f"out-{audio_seconds:g}-"
+                           f"{max_item_seconds:g}")
+    command = [sys.executable, "-m", "e2s_tf.preprocess",
+               f"--manifest={manifest}", f"--out_dir={out_dir}",
+               f"--embedder={embedder_spec}", "--split_by=utterance",
+               "--valid_fraction=0", "--test_fraction=0", "--num_workers=1",
+               f"--max_item_seconds={max_item_seconds}", "--overwrite"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    log = os.path.join(work_dir, "preprocess.log")
+    with open(log, "w") as f:
+      child = subprocess.Popen(command, cwd=root, env=env, stdout=f,
+                               stderr=subprocess.STDOUT)
+      _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+      with open(log) as f:
+        tail = " | ".join(f.read().strip().splitlines()[-3:])
+      raise PreprocessError(f"{' '.join(command)} failed "
+                            f"({child.returncode}): {tail}")
+    return usage.ru_maxrss / 1024.0  # KiB on Linux

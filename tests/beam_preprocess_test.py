@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from e2s_tf import beam_preprocess
 from e2s_tf import corpus
+from e2s_tf import fileio
 from e2s_tf import preprocess_lib
 from e2s_tf import records
 
@@ -132,7 +133,8 @@ def test_rejected_run_leaves_nothing_that_looks_whole(speech_corpus, tmp_path):
         manifest, str(out), "logmel", split_by="utterance", valid_fraction=0.0,
         test_fraction=0.0, num_workers=1, max_rejected_fraction=0.2,
         progress=False)
-  assert sorted(os.listdir(out)) == [records.REJECTED_REPORT]
+  # The report, and the run lock's file (which names the last holder).
+  assert sorted(os.listdir(out)) == [fileio.LOCK_FILE, records.REJECTED_REPORT]
   with open(out / records.REJECTED_REPORT) as f:
     assert len(f.readlines()) == 4
 

@@ -2,12 +2,16 @@
 
 A spec is a registered name, optionally followed by ':' and an argument that
 the class interprets (`savedmodel:PATH`). Options are keyword arguments of the
-class constructor; unknown ones are an error that lists the accepted ones.
+class constructor; unknown ones, and values of another type than the
+constructor's annotation (`int`, `float`, `bool`, `str`, optionally None), are
+an `OptionError` that names the option and lists the accepted ones.
 """
 
 from __future__ import annotations
 
 import inspect
+import numbers
+import typing
 from typing import Any, Callable, Mapping, Optional, Type, TypeVar
 
 from e2s_tf import spectral
@@ -16,6 +20,10 @@ from e2s_tf.embedders import base
 _REGISTRY: dict[str, Type[base.Embedder]] = {}
 
 _E = TypeVar("_E", bound=Type[base.Embedder])
+
+
+class OptionError(ValueError):
+  """Options an embedder does not take: an unknown name or a wrong type."""
 
 
 def register(name: str) -> Callable[[_E], _E]:
@@ -58,6 +66,69 @@ def _accepted_options(cls: Type[base.Embedder]) -> Optional[list[str]]:
           if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
+# Annotation -> (test of a value, the type's name in messages). JSON numbers
+# without a fraction are ints, so a float option takes them too; a bool is
+# never a number here (True is not 1 mel band).
+_CHECKS = {
+    int: (lambda v: isinstance(v, numbers.Integral)
+          and not isinstance(v, bool), "an integer"),
+    float: (lambda v: isinstance(v, numbers.Real)
+            and not isinstance(v, bool), "a number"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _option_types(cls: Type[base.Embedder]) -> dict[str, tuple[Any, bool]]:
+  """{option: (base type, None allowed)} for the constructor's annotated
+  options of a type in `_CHECKS` (others are not checked)."""
+  try:
+    hints = typing.get_type_hints(cls.__init__)
+  except Exception:  # pylint: disable=broad-except
+    return {}  # annotations that do not resolve: no type checks
+  out = {}
+  for name, hint in hints.items():
+    optional = False
+    if typing.get_origin(hint) is typing.Union:
+      args = [a for a in typing.get_args(hint) if a is not type(None)]
+      optional = len(args) < len(typing.get_args(hint))
+      if len(args) != 1:
+        continue
+      hint = args[0]
+    if hint in _CHECKS:
+      out[name] = (hint, optional)
+  return out
+
+
+def check_options(spec: str, options: Mapping[str, Any]) -> None:
+  """Raises OptionError unless `options` are names and types that the
+  embedder of `spec` takes; ValueError for an unknown embedder."""
+  name, _ = _parse_spec(spec)
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown embedder {name!r} (spec {spec!r}); known: "
+                     f"{available()}")
+  cls = _REGISTRY[name]
+  accepted = _accepted_options(cls)
+  if accepted is not None:
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+      raise OptionError(f"embedder {name!r} does not accept option(s) "
+                        f"{unknown}; accepted: {accepted}")
+  types = _option_types(cls)
+  for option, value in options.items():
+    if option not in types:
+      continue
+    kind, optional = types[option]
+    if value is None and optional:
+      continue
+    test, what = _CHECKS[kind]
+    if not test(value):
+      raise OptionError(
+          f"embedder {name!r}: option {option!r} must be {what}"
+          f"{' or null' if optional else ''}, got {value!r} "
+          f"({type(value).__name__})")
+
+
 def get_embedder(spec: str, stft_config: spectral.StftConfig = spectral.DEFAULT,
                  **options: Any) -> base.Embedder:
   """Builds an embedder from its spec.
@@ -73,21 +144,13 @@ def get_embedder(spec: str, stft_config: spectral.StftConfig = spectral.DEFAULT,
     The embedder.
 
   Raises:
-    ValueError: unknown name (the message lists the known ones), unknown
-      options, or options the embedder rejects.
+    OptionError: unknown options or options of the wrong type.
+    ValueError: unknown name (the message lists the known ones), or values
+      the embedder rejects.
   """
+  check_options(spec, options)
   name, argument = _parse_spec(spec)
-  if name not in _REGISTRY:
-    raise ValueError(f"unknown embedder {name!r} (spec {spec!r}); known: "
-                     f"{available()}")
-  cls = _REGISTRY[name]
-  accepted = _accepted_options(cls)
-  if accepted is not None:
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-      raise ValueError(f"embedder {name!r} does not accept option(s) "
-                       f"{unknown}; accepted: {accepted}")
-  return cls.from_spec(argument, stft_config, **options)
+  return _REGISTRY[name].from_spec(argument, stft_config, **options)
 
 
 def from_description(description: Mapping[str, Any],
