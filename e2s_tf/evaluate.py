@@ -2,6 +2,11 @@ r"""Evaluates an export against oracle Griffin-Lim and the analytic inverse.
 
     python -m e2s_tf.evaluate --model=exports/multiscale \
         --data_dir=data/tfrecords --split=test --out_dir=eval/multiscale
+
+Exit status 1 with one line "evaluate: error: ..." for a truncated or
+corrupted shard, an unusable export or a full disk; also 1 (after writing
+the results of the others) when items were skipped because their stored id
+cannot be a file name.
 """
 
 import os
@@ -13,6 +18,7 @@ from absl import flags
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from e2s_tf import evaluate_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from e2s_tf import fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _MODEL = flags.DEFINE_string("model", None, "Export directory.", required=True)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Output of preprocess.",
@@ -37,12 +43,19 @@ def main(argv):
         _MAX_ITEMS.value, _NUM_FIGURES.value, _NUM_AUDIO.value,
         _SYSTEMS.value or None, command=" ".join(["python -m e2s_tf.evaluate"]
                                                  + sys.argv[1:]))
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, ValueError, fileio.FolderInUse) as e:
     raise SystemExit(f"evaluate: error: {e}") from None
+  except OSError as e:
+    raise SystemExit(f"evaluate: error: {fileio.describe_os_error(e)}"
+                     ) from None
   summary = {n: {k: v for k, v in s.items() if k != "items"}
              for n, s in result.items()}
   print(evaluate_lib.format_table(summary))
   print(f"metrics.json, report.md and figures/ in {_OUT_DIR.value}")
+  skipped = max(s.get("num_skipped", 0) for s in result.values())
+  if skipped:
+    sys.exit(f"evaluate: {skipped} items skipped (ids that cannot be file "
+             "names; listed above and in report.md)")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,16 @@ utterance embeddings of the original and of the reconstruction) and
 against per-speaker centroids enrolled from the train split's originals),
 plus a `reference` row holding the identification accuracy of the originals.
 
-Writes metrics.json (per system: the means, `num_items`, per-item `items`),
-report.md (a table) and figures/<id>.png (target / prediction / error).
+Writes metrics.json (per system: the means, `num_items`, `num_skipped`,
+per-item `items`), report.md (a table), figures/<id>.png (target /
+prediction / error) and audio/<system>/<id>.wav with audio/reference/<id>.wav
+for the first items. Every per-item path is built by `fileio.output_path`
+under its own folder: one system's audio never lands on another's, and an
+item whose stored id is not a valid id (`../x`, `/abs/x`: an old or foreign
+dataset) is reported, counted in `num_skipped` and not evaluated; a repeated
+id gets `-2`, `-3`, ... in its file names. The output folder is locked for
+the run; a truncated or corrupted shard stops it with
+records.CorruptShardError naming the file.
 """
 
 from __future__ import annotations
@@ -31,12 +39,14 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+from absl import logging
 import tensorflow as tf
 import tqdm
 
 from e2s_tf import audio as audio_lib
 from e2s_tf import embedders
 from e2s_tf import export_lib
+from e2s_tf import fileio
 from e2s_tf import metrics as metrics_lib
 from e2s_tf import records
 from e2s_tf import spectral
@@ -46,20 +56,41 @@ SPEAKER_METRICS = ("speaker_cosine", "speaker_id_accuracy")
 SPEAKER_ENCODER_JSON = "speaker_encoder.json"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
+AUDIO_DIR = "audio"
+FIGURES_DIR = "figures"
+REFERENCE = "reference"
 
 
-def _read_items(data_dir: str, split: str, max_items: Optional[int]):
+def _read_items(data_dir: str, split: str, max_items: Optional[int],
+                skipped: Optional[list[str]] = None):
+  """The split's items sorted by id; ones with an invalid id go to `skipped`.
+
+  Raises:
+    records.CorruptShardError: a shard cannot be read; names the file.
+  """
   files = records.split_files(data_dir, split)
-  items = []
-  for raw in tf.data.TFRecordDataset(files):
+  items, invalid = [], 0
+  for raw in records.iterate_records(files):
     ex = records.parse_example(raw, with_audio=True)
-    items.append({k: (v.numpy() if k not in ("id", "speaker") else
-                      v.numpy().decode()) for k, v in ex.items()})
+    item = {k: (v.numpy() if k not in ("id", "speaker") else
+                v.numpy().decode("utf-8", errors="replace"))
+            for k, v in ex.items()}
+    problem = fileio.item_id_problem(item["id"])
+    if problem:
+      invalid += 1
+      message = (f"{data_dir}:{split}: item {item['id']!r} skipped: its id "
+                 f"cannot be a file name ({problem})")
+      logging.warning("%s", message)
+      if skipped is not None:
+        skipped.append(message)
+      continue
+    items.append(item)
   items.sort(key=lambda it: it["id"])
   if max_items:
     items = items[:max_items]
   if not items:
-    raise ValueError(f"{data_dir}: split {split!r} has no items")
+    raise ValueError(f"{data_dir}: split {split!r} has no items" + (
+        f" with a valid id ({invalid} skipped)" if invalid else ""))
   return items
 
 
@@ -134,7 +165,7 @@ def speaker_metrics(encoder_dir: str, data_dir: str, items, audios):
   """
   from e2s_tf import speaker_encoder  # pylint: disable=g-import-not-at-top
   encoder = speaker_encoder.load_encoder(encoder_dir)
-  enrol = _read_items(data_dir, "train", None)
+  enrol = _read_items(data_dir, "train", None, [])
   enrolment = speaker_encoder.enroll(
       encoder.utterance_embeddings([it["audio"] for it in enrol]),
       [it["speaker"] for it in enrol])
@@ -152,6 +183,12 @@ def speaker_metrics(encoder_dir: str, data_dir: str, items, audios):
         "speaker_id_correct": [float(p == l) for p, l in zip(predicted,
                                                              labels)]}
   return out
+
+
+def _file_name(folder: str, item_id: str, taken: set[str]) -> str:
+  """The item's file name (an id) in every output folder, unique per run."""
+  path = fileio.unique_output_path(folder, item_id, "", taken)
+  return os.path.relpath(path, os.path.realpath(folder)).replace(os.sep, "/")
 
 
 def _timed(fn: Callable, item) -> tuple[np.ndarray, float]:
@@ -223,52 +260,70 @@ def evaluate(model_dir: str, data_dir: str, split: str, out_dir: str,
     raise ValueError(f"{model_dir} was trained on the grid "
                      f"{decoder.stft.to_dict()}, {data_dir} has "
                      f"{data_stft.to_dict()}")
-  items = _read_items(data_dir, split, max_items)
+  skipped: list[str] = []
+  items = _read_items(data_dir, split, max_items, skipped)
   runner = _Systems(decoder, info,
                     int(decoder.meta.get("griffin_lim", {}).get(
                         "iterations", export_lib.GRIFFIN_LIM_ITERATIONS)))
   names = [s for s in (systems or runner.available())
            if s in runner.available()]
-  os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
+  lock = fileio.FolderLock(out_dir, "evaluate").acquire()
+  try:
+    return _evaluate(decoder, runner, names, items, skipped, info, model_dir,
+                     data_dir, split, out_dir, num_figures, num_audio, command,
+                     progress)
+  finally:
+    lock.release()
+
+
+def _evaluate(decoder, runner, names, items, skipped, info, model_dir,
+              data_dir, split, out_dir, num_figures, num_audio, command,
+              progress):
+  figures_dir = os.path.join(out_dir, FIGURES_DIR)
+  os.makedirs(figures_dir, exist_ok=True)
   # Warm-up: trace every system once so that rtf measures synthesis only.
   for name in names:
     getattr(runner, name)(items[0])
   rows = {name: [] for name in names}
   encoder_dir = speaker_encoder_dir(info)
   audios = {name: [] for name in names}
-  bar = tqdm.tqdm(total=len(items) * len(names), desc="evaluate",
-                  unit="synthesis", disable=not progress)
-  stft = decoder.stft
-  for k, item in enumerate(items):
-    reference = item["audio"]
-    seconds = reference.shape[0] / stft.sample_rate
-    for name in names:
-      audio, elapsed = _timed(getattr(runner, name), item)
-      row = {"id": item["id"], "seconds": round(seconds, 3),
-             **metrics_lib.all_metrics(reference, audio, stft,
-                                       rtf=elapsed / seconds)}
-      rows[name].append(row)
-      if encoder_dir:
-        audios[name].append(audio)
+  with tqdm.tqdm(total=len(items) * len(names), desc="evaluate",
+                 unit="synthesis", disable=not progress) as bar:
+    stft = decoder.stft
+    taken: set[str] = set()
+    for k, item in enumerate(items):
+      reference = item["audio"]
+      seconds = reference.shape[0] / stft.sample_rate
+      # One file name per item, the same in every folder (unique over items).
+      name_of_item = _file_name(figures_dir, item["id"], taken)
+      for name in names:
+        audio, elapsed = _timed(getattr(runner, name), item)
+        row = {"id": item["id"], "seconds": round(seconds, 3),
+               **metrics_lib.all_metrics(reference, audio, stft,
+                                         rtf=elapsed / seconds)}
+        rows[name].append(row)
+        if encoder_dir:
+          audios[name].append(audio)
+        if k < num_audio:
+          path = fileio.output_path(os.path.join(out_dir, AUDIO_DIR, name),
+                                    name_of_item, ".wav")
+          audio_lib.save_wav(path, audio, stft.sample_rate)
+        bar.update(1)
       if k < num_audio:
-        audio_lib.save_wav(os.path.join(out_dir, "audio", name,
-                                        f"{item['id']}.wav"), audio,
-                           stft.sample_rate)
-      bar.update(1)
-    if k < num_audio:
-      audio_lib.save_wav(os.path.join(out_dir, "audio", "reference",
-                                      f"{item['id']}.wav"), reference,
-                         stft.sample_rate)
-    if k < num_figures:
-      _figure(os.path.join(out_dir, "figures", f"{item['id']}.png"),
-              item["id"], item["log_stft"], runner.model_spectrogram(item),
-              stft)
-  bar.close()
+        path = fileio.output_path(os.path.join(out_dir, AUDIO_DIR, REFERENCE),
+                                  name_of_item, ".wav")
+        audio_lib.save_wav(path, reference, stft.sample_rate)
+      if k < num_figures:
+        path = fileio.output_path(figures_dir, name_of_item, ".png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)  # ids with '/'
+        _figure(path, item["id"], item["log_stft"],
+                runner.model_spectrogram(item), stft)
   result = {}
   for name, r in rows.items():
     result[name] = {m: _mean([row[m] for row in r])
                     for m in metrics_lib.METRIC_NAMES}
     result[name]["num_items"] = len(r)
+    result[name]["num_skipped"] = len(skipped)
     result[name]["items"] = r
   if encoder_dir:
     per_system = speaker_metrics(encoder_dir, data_dir, items, audios)
@@ -278,6 +333,7 @@ def evaluate(model_dir: str, data_dir: str, split: str, out_dir: str,
                                          "mcd_db") else float("nan"))
                         for m in metrics_lib.METRIC_NAMES}
         result[name]["num_items"] = len(items)
+        result[name]["num_skipped"] = len(skipped)
         result[name]["items"] = [{"id": it["id"]} for it in items]
       for row, cos, ok in zip(result[name]["items"], values["speaker_cosine"],
                               values["speaker_id_correct"]):
@@ -301,7 +357,9 @@ def evaluate(model_dir: str, data_dir: str, split: str, out_dir: str,
       f"- Griffin-Lim: {runner.iterations} iterations (fast, momentum 0.99) "
       "for every system",
       "- rtf: synthesis time of one item (batch 1, after warm-up) / its duration",
-      ] + ([f"- command: `{command}`"] if command else []) + [
+      ] + ([f"- command: `{command}`"] if command else []) + (
+          [f"- skipped: {len(skipped)} items"] + [f"  - {m}" for m in skipped]
+          if skipped else []) + [
       "",
       format_table(summary),
       "",

@@ -39,8 +39,8 @@ def main(argv):
   except (FileNotFoundError, ValueError, fileio.FolderInUse) as e:
     raise SystemExit(f"export: error: {e}") from None
   except OSError as e:
-    raise SystemExit("export: error: "
-                     f"{fileio.describe_os_error(e, _EXPORT_DIR.value if fileio.is_no_space(e) else None)}"
+    where = _EXPORT_DIR.value if fileio.is_no_space(e) else None
+    raise SystemExit(f"export: error: {fileio.describe_os_error(e, where)}"
                      ) from None
   print(f"exported {meta['model']['name']} ({meta['embedder']['name']}, "
         f"dim {meta['embedding_dim']}) to {_EXPORT_DIR.value}")

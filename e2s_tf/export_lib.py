@@ -359,8 +359,9 @@ def check_signatures(export_dir: str, meta: Mapping[str, Any]) -> None:
     sig = signatures[endpoint]
     if set(sig.inputs) != set(inputs):
       raise ExportError(
-          f"{where}: endpoint {endpoint!r} takes ({', '.join(sorted(sig.inputs))}"
-          f"), expected ({', '.join(sorted(inputs))})")
+          f"{where}: endpoint {endpoint!r} takes "
+          f"({', '.join(sorted(sig.inputs))}), expected "
+          f"({', '.join(sorted(inputs))})")
     for key, (dtype, shape) in inputs.items():
       got = sig.inputs[key]
       if got.dtype != dtype.as_datatype_enum or _shape(got) != shape:

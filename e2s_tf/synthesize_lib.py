@@ -151,30 +151,29 @@ def synthesize(model_dir: str, source: str, out_dir: str, batch_size: int = 8,
         errors.append(f"{e}; skipped")
     good = sorted((it for it in good if it.path),
                   key=lambda it: it.embedding.shape[0])
-    bar = tqdm.tqdm(total=len(good), desc="synthesize", unit="item",
-                    disable=not progress)
-    for start in range(0, len(good), batch_size):
-      batch = good[start:start + batch_size]
-      emb, lengths = export_lib.pad_batch([it.embedding for it in batch],
-                                          decoder.dim)
-      spk = np.array([it.speaker for it in batch], np.int32)
-      t0 = time.perf_counter()
-      audio, audio_lengths = decoder.waveform(
-          emb, lengths, spk if decoder.with_speaker else None)
-      compute += time.perf_counter() - t0
-      for it, wav, n in zip(batch, audio, audio_lengths):
-        try:
-          audio_lib.save_wav(it.path, wav[:n], sr)
-        except OSError as e:
-          if fileio.is_no_space(e):
-            raise OSError(e.errno, e.strerror, out_dir) from None
-          errors.append(f"{it.item_id}: "
-                        f"{fileio.describe_os_error(e, it.path)}; skipped")
-          continue
-        written.append(it.path)
-        audio_seconds += n / sr
-      bar.update(len(batch))
-    bar.close()
+    with tqdm.tqdm(total=len(good), desc="synthesize", unit="item",
+                   disable=not progress) as bar:
+      for start in range(0, len(good), batch_size):
+        batch = good[start:start + batch_size]
+        emb, lengths = export_lib.pad_batch([it.embedding for it in batch],
+                                            decoder.dim)
+        spk = np.array([it.speaker for it in batch], np.int32)
+        t0 = time.perf_counter()
+        audio, audio_lengths = decoder.waveform(
+            emb, lengths, spk if decoder.with_speaker else None)
+        compute += time.perf_counter() - t0
+        for it, wav, n in zip(batch, audio, audio_lengths):
+          try:
+            audio_lib.save_wav(it.path, wav[:n], sr)
+          except OSError as e:
+            if fileio.is_no_space(e):
+              raise OSError(e.errno, e.strerror, out_dir) from None
+            errors.append(f"{it.item_id}: "
+                          f"{fileio.describe_os_error(e, it.path)}; skipped")
+            continue
+          written.append(it.path)
+          audio_seconds += n / sr
+        bar.update(len(batch))
   return {"written": written, "errors": errors, "audio_seconds": audio_seconds,
           "seconds": compute,
           "rtf": compute / audio_seconds if audio_seconds else float("nan")}

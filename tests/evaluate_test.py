@@ -2,6 +2,9 @@
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +13,21 @@ from e2s_tf import evaluate_lib
 from e2s_tf import metrics
 from e2s_tf import records
 from e2s_tf import spectral
+from tests.synthesize_test import write_relabelled_split
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _evaluate(*args):
+  return subprocess.run([sys.executable, "-m", "e2s_tf.evaluate", *args],
+                        cwd=ROOT, env=ENV, capture_output=True, text=True,
+                        timeout=300)
+
+
+def _files(root):
+  return sorted(os.path.relpath(os.path.join(d, n), root)
+                for d, _, names in os.walk(root) for n in names)
 
 
 def test_evaluate_writes_metrics_report_and_figures(speech_data, tiny_export,
@@ -113,3 +131,68 @@ def test_speaker_metrics_with_a_speaker_encoder_embedder(speech_corpus,
           result["model"]["speaker_cosine"])
   report = (tmp_path / "eval" / "report.md").read_text()
   assert "speaker_id_accuracy" in report and "| reference |" in report
+
+
+def test_record_ids_never_write_outside_out_dir(speech_data, tiny_export,
+                                               tmp_path):
+  """Bad stored ids are skipped and reported; repeats get their own files."""
+  escape = tmp_path / "escape"
+  data = write_relabelled_split(
+      speech_data, tmp_path / "data",
+      ["../../escape", str(escape), "a/b", "dup", "dup"])
+  out = tmp_path / "deep" / "eval"
+  run = _evaluate(f"--model={tiny_export}", f"--data_dir={data}",
+                  "--split=test", f"--out_dir={out}", "--systems=model",
+                  "--num_audio=3", "--num_figures=3")
+  assert run.returncode == 1, run.stderr[-3000:]
+  assert "Traceback" not in run.stderr
+  assert run.stderr.strip().splitlines()[-1] == (
+      "evaluate: 2 items skipped (ids that cannot be file names; listed "
+      "above and in report.md)")
+  for bad in ("../../escape", str(escape)):
+    assert f"item {bad!r} skipped" in run.stderr
+  # Every system's audio and the reference in their own folders, one file
+  # per item, nothing outside the output folder.
+  assert _files(tmp_path / "deep") == sorted([
+      "eval/.e2s.lock", "eval/metrics.json", "eval/report.md",
+      "eval/audio/model/a/b.wav", "eval/audio/model/dup.wav",
+      "eval/audio/model/dup-2.wav", "eval/audio/reference/a/b.wav",
+      "eval/audio/reference/dup.wav", "eval/audio/reference/dup-2.wav",
+      "eval/figures/a/b.png", "eval/figures/dup.png",
+      "eval/figures/dup-2.png"])
+  assert not os.path.exists(f"{escape}.wav")
+  with open(out / "metrics.json") as f:
+    saved = json.load(f)
+  assert saved["model"]["num_items"] == 3
+  assert saved["model"]["num_skipped"] == 2
+  assert [r["id"] for r in saved["model"]["items"]] == ["a/b", "dup", "dup"]
+  assert "- skipped: 2 items" in (out / "report.md").read_text()
+
+
+def test_cli_names_a_corrupted_shard_and_a_missing_export(
+    speech_data, tiny_export, tmp_path):
+  data = tmp_path / "data"
+  shutil.copytree(speech_data, data)
+  shard = records.split_files(str(data), "test")[0]
+  with open(shard, "r+b") as f:  # flip bytes inside the first record
+    f.seek(40)
+    byte = f.read(8)
+    f.seek(40)
+    f.write(bytes(b ^ 0xFF for b in byte))
+  run = _evaluate(f"--model={tiny_export}", f"--data_dir={data}",
+                  "--split=test", f"--out_dir={tmp_path / 'eval'}")
+  assert run.returncode == 1
+  last = run.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"evaluate: error: {shard} is truncated or "
+                         "corrupted (")
+  assert "Traceback" not in run.stderr and "DataLossError" not in run.stderr
+
+  missing = tmp_path / "no_export"
+  missing.mkdir()
+  run = _evaluate(f"--model={missing}", f"--data_dir={speech_data}",
+                  f"--out_dir={tmp_path / 'eval2'}")
+  assert run.returncode == 1
+  assert run.stderr.strip().splitlines()[-1] == (
+      f"evaluate: error: {missing}/e2s_export.json not found: is "
+      f"{str(missing)!r} an output of e2s_tf.export?")
+  assert not (tmp_path / "eval2").exists()
