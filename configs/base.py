@@ -14,7 +14,9 @@ def get_config(model: str = "multiscale") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   # The decoder: `config.model.name` picks it from the model registry; the
-  # other fields are documented in e2s_tf/models/<name>.py.
+  # other fields are documented in e2s_tf/models/<name>.py. The fields are
+  # the named model's, so another model is chosen by its config file
+  # (configs/cnn.py, configs/testing.py:cnn), not by `--config.model.name`.
   config.model = models.default_model_config(model)
 
   # The data stream (e2s_tf.data.make_dataset).
@@ -23,6 +25,11 @@ def get_config(model: str = "multiscale") -> ml_collections.ConfigDict:
   config.data.mode = "bucket"
   # bucket: frames per batch (padding included); sets per-bucket batch sizes.
   config.data.frames_per_batch = 6000
+  # Items longer than this many frames are cut into consecutive windows of at
+  # most this length (train and validation), so that one long item cannot
+  # need more memory than a batch: with `bucket`, every batch then stays
+  # within frames_per_batch. 0 = frames_per_batch.
+  config.data.max_item_frames = 0
   # Fixed batch size of the crop and original modes.
   config.data.batch_size = 16
   # crop: window length in frames.
@@ -80,6 +87,12 @@ def get_config(model: str = "multiscale") -> ml_collections.ConfigDict:
   config.train.jit_compile = False
   # 'mixed_float16' or 'float32'.
   config.train.precision = "float32"
+  # Finite divergence: stop when the logged loss is more than
+  # divergence_factor x the median of the earlier logged losses at
+  # divergence_patience logs in a row; a checkpoint whose weights already
+  # give such a loss is not written, so the last one stays good (0 disables).
+  config.train.divergence_factor = 10.0
+  config.train.divergence_patience = 3
   # Seed of initialisation and data order.
   config.train.seed = 0
   config.lock()

@@ -27,6 +27,13 @@ Batching modes (see docs/batching.md for what each costs):
   crop_shortest   (original) items cut to the batch's shortest item.
   mean_length     (original) items cut or tiled to the dataset's mean length.
 
+With `max_frames`, an item longer than that is first cut into consecutive
+windows of at most `max_frames` frames (as equal as possible, every frame in
+exactly one window), each batched as an item of its own: one long item can
+then not make a batch larger than the frame budget (`bucket` with
+`max_frames <= frames_per_batch` keeps every batch within
+`frames_per_batch` frames, padding included).
+
 `filler_share` runs one epoch of a mode and counts the frames it delivers that
 are padding or repetition, and the source frames it throws away.
 """
@@ -280,6 +287,7 @@ class _Context:
   crop_frames: int
   max_buckets: Optional[int]
   mean_frames: Optional[int]
+  max_frames: Optional[int]
   drop_remainder: bool
   with_audio: bool
   seed: int
@@ -353,6 +361,12 @@ def _padded_shapes(items: tf.data.Dataset, frames=None, samples=None):
 def _batch_bucket(items: tf.data.Dataset, ctx: _Context) -> tf.data.Dataset:
   bounds = _train_bounds(ctx.data_dir, ctx.info, ctx.max_buckets,
                          ctx.frames_per_batch)
+  if ctx.max_frames:
+    # Items are at most max_frames long: the last bucket ends there (its
+    # batch size then holds for every item, however long the train split's
+    # longest was).
+    bounds = sorted({min(b, ctx.max_frames) for b in bounds} |
+                    {ctx.max_frames})
   sizes = bucket_batch_sizes(bounds, ctx.frames_per_batch)
   # bucket_by_sequence_length takes exclusive boundaries; the last bucket is
   # open-ended.
@@ -478,6 +492,43 @@ MODES: dict[str, BatchingMode] = {
 # The pipeline.
 
 
+def cut_into_windows(items: tf.data.Dataset, max_frames: int,
+                     stft: spectral.StftConfig,
+                     with_audio: bool = False) -> tf.data.Dataset:
+  """Items longer than `max_frames` as consecutive windows of at most that.
+
+  An item of `length` frames becomes `n = ceil(length / max_frames)` windows,
+  window k holding frames `[k * length // n, (k + 1) * length // n)` of both
+  streams (and, with audio, the samples those frames cover); shorter items
+  pass unchanged. A window keeps the item's `id` and the other pass-through
+  keys; its `length`, `source_frames` and `original_length` are its own.
+  """
+  if max_frames < 1:
+    raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+
+  def windows(item):
+    length = item["length"]
+    count = tf.maximum((length + max_frames - 1) // max_frames, 1)
+    k = tf.range(count)
+    starts, ends = k * length // count, (k + 1) * length // count
+
+    def window(start, end):
+      frames = end - start
+      out = dict(item, length=frames, source_frames=frames,
+                 original_length=frames)
+      out["embedding"] = item["embedding"][start:end]
+      out["log_stft"] = item["log_stft"][start:end]
+      if with_audio:
+        begin = start * stft.frame_step
+        out["audio"] = item["audio"][begin:begin + _num_samples(frames, stft)]
+        out["audio_length"] = tf.shape(out["audio"])[0]
+      return out
+
+    return tf.data.Dataset.from_tensor_slices((starts, ends)).map(window)
+
+  return items.flat_map(windows)
+
+
 def _dims(info: Mapping[str, Any], source: str
           ) -> tuple[int, int, spectral.StftConfig]:
   """(embedding dim, bins, StftConfig) declared by dataset_info.json."""
@@ -523,6 +574,7 @@ def make_dataset(data_dir: str,
                  crop_frames: int = 128,
                  max_buckets: Optional[int] = 32,
                  mean_frames: Optional[int] = None,
+                 max_frames: Optional[int] = None,
                  with_speaker: bool = False,
                  with_audio: bool = False,
                  shuffle: Optional[bool] = None,
@@ -549,6 +601,9 @@ def make_dataset(data_dir: str,
       merged until each expects a full batch per epoch
       (`bucket_upper_bounds`).
     mean_frames: `mean_length`: target length; None: the train split's mean.
+    max_frames: items longer than this are cut into consecutive windows of
+      at most this many frames before batching (`cut_into_windows`); None
+      keeps every item whole.
     with_speaker: add `speaker` [batch] int32; the dataset must have speakers.
     with_audio: add `audio` [batch, samples] and `audio_length` [batch].
     shuffle: shuffle shards and items; None: only for the train split.
@@ -638,6 +693,8 @@ def make_dataset(data_dir: str,
                     deterministic=deterministic)
   if cache:
     items = items.cache("" if cache is True else cache)
+  if max_frames:
+    items = cut_into_windows(items, max_frames, stft, with_audio)
   if shuffle:
     items = items.shuffle(shuffle_buffer, seed=seed)
   if repeat:
@@ -646,7 +703,8 @@ def make_dataset(data_dir: str,
   ctx = _Context(data_dir=data_dir, split=split, info=info, stft=stft,
                  batch_size=batch_size, frames_per_batch=frames_per_batch,
                  crop_frames=crop_frames, max_buckets=max_buckets,
-                 mean_frames=mean_frames, drop_remainder=drop_remainder,
+                 mean_frames=mean_frames, max_frames=max_frames,
+                 drop_remainder=drop_remainder,
                  with_audio=with_audio, seed=seed)
   batches = strategy.batch(items, ctx)
 

@@ -15,7 +15,9 @@ Workdir layout:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -29,11 +31,13 @@ import numpy as np
 import tensorflow as tf
 
 from e2s_tf import data as data_lib
+from e2s_tf import fileio
 from e2s_tf import metrics as metrics_lib
 from e2s_tf import models
 from e2s_tf import records
 from e2s_tf import spectral
 from e2s_tf import summaries
+from e2s_tf.models import trainer
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -253,14 +257,23 @@ def _network(model):
   return getattr(model, "network", None) or getattr(model, "generator")
 
 
+def max_item_frames(config) -> int:
+  """The longest item training batches whole (`config.data.max_item_frames`,
+  0: `frames_per_batch`); longer ones are cut into windows."""
+  d = config.data
+  return int(d.get("max_item_frames", 0) or d.frames_per_batch)
+
+
 def make_train_data(config, data_dir, epoch: int = 0,
                     deterministic=None) -> tf.data.Dataset:
   """One epoch of the train split, batched as training batches it (the
-  shuffle seed follows `config.train.seed` and the epoch)."""
+  shuffle seed follows `config.train.seed` and the epoch; items longer than
+  `max_item_frames` cut into windows)."""
   d = config.data
   return data_lib.make_dataset(
       data_dir, "train", mode=d.mode, frames_per_batch=d.frames_per_batch,
       batch_size=d.batch_size, crop_frames=d.crop_frames,
+      max_frames=max_item_frames(config),
       with_speaker=d.with_speaker, shuffle=True,
       shuffle_buffer=d.shuffle_buffer, repeat=False,
       deterministic=d.deterministic if deterministic is None else
@@ -279,7 +292,7 @@ def _make_eval_data(config, data_dir, split="valid", with_audio=False):
   d = config.data
   return data_lib.make_dataset(
       data_dir, split, mode="bucket", frames_per_batch=d.frames_per_batch,
-      with_speaker=d.with_speaker, shuffle=False, deterministic=True,
+      max_frames=max_item_frames(config), with_speaker=d.with_speaker, shuffle=False, deterministic=True,
       with_audio=with_audio)
 
 
@@ -368,6 +381,226 @@ class _Evaluator:
     summaries.write_audio("griffin_lim", waveforms, self.stft.sample_rate, step)
 
 
+# ----------------------------------------------------------------------------
+# What a run checks before it writes: the config, the data and the checkpoint.
+
+
+def model_config_problem(config: ml_collections.ConfigDict) -> Optional[str]:
+  """Why `config.model` is not a config of `config.model.name`, or None.
+
+  Overriding `--config.model.name` keeps the fields of the config file's
+  model: `configs/multiscale.py` with `model.name=cnn` has `num_blocks` but no
+  `num_layers`. A model is chosen by its config file instead.
+  """
+  name = config.model.get("name")
+  try:
+    expected = models.default_model_config(name)
+  except ValueError as e:
+    return str(e)
+  have, want = set(config.model.keys()), set(expected.keys())
+  missing, extra = sorted(want - have), sorted(have - want)
+  if not missing and not extra:
+    return None
+  parts = []
+  if missing:
+    parts.append(f"lacks its fields {', '.join(missing)}")
+  if extra:
+    parts.append(f"has fields of another model ({', '.join(extra)})")
+  return (f"config.model.name={name!r}, but config.model {' and '.join(parts)}"
+          ": a model is chosen by its config file, not by overriding "
+          f"config.model.name; use --config=configs/{name}.py (or "
+          f"--config=configs/testing.py:{name} for the tiny test model)")
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+  if not isinstance(d, dict):
+    return {prefix.rstrip("."): d}
+  out = {}
+  for k, v in d.items():
+    out.update(_flatten(v, f"{prefix}{k}."))
+  return out
+
+
+def _differing(old: Any, new: Any, name: str) -> tuple[list[str], list[str]]:
+  """The entries of two (nested) dicts that differ, as `name.key value`."""
+  a, b = _flatten(old or {}), _flatten(new or {})
+  keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+  show = lambda d, k: f"{name}.{k} {d[k]!r}" if k in d else f"no {name}.{k}"  # pylint: disable=unnecessary-lambda-assignment
+  return [show(a, k) for k in keys], [show(b, k) for k in keys]
+
+
+def data_mismatch(old: dict[str, Any], new: dict[str, Any],
+                  with_speakers: bool) -> Optional[tuple[str, str]]:
+  """(what a run was trained on, what the new data has), or None if a model
+  trained on `old` (a dataset_info) can go on training on `new`.
+
+  The embedder (name, dim, grid, options) and the STFT must be equal, and the
+  speaker vocabulary when the model is speaker-conditioned; other data of the
+  same embedder (other items, other statistics) is allowed.
+  """
+  oe, ne = old.get("embedder") or {}, new.get("embedder") or {}
+  was = [f"{oe.get('name', '?')} dim {oe.get('dim', '?')}"]
+  now = [f"{ne.get('name', '?')} dim {ne.get('dim', '?')}"]
+  differs = (oe.get("name"), oe.get("dim")) != (ne.get("name"), ne.get("dim"))
+  # The embedder's settings matter when it is the same one.
+  pairs = [] if differs else [_differing(oe.get(k), ne.get(k), f"embedder.{k}")
+                              for k in ("grid", "options")]
+  pairs.append(_differing(old.get("stft"), new.get("stft"), "stft"))
+  for a, b in pairs:
+    differs |= bool(a)
+    was += a
+    now += b
+  if with_speakers and old.get("speakers") != new.get("speakers"):
+    differs = True
+    was.append(f"speakers {old.get('speakers')}")
+    now.append(f"speakers {new.get('speakers')}")
+  return (", ".join(was), ", ".join(now)) if differs else None
+
+
+def check_resume(workdir: str, data_dir: str, config: ml_collections.ConfigDict,
+                 info: dict[str, Any]) -> Optional[str]:
+  """Refuses to resume a workdir's run with other data or another model.
+
+  Reads the workdir's checkpoint state, config.json and dataset_info.json and
+  writes nothing. Returns the latest checkpoint (None: a fresh start).
+
+  Raises:
+    TrainingError: what differs ("trained on logmel dim 64; this data_dir
+      has mfcc dim 20", "model.channels 16 in the workdir, 32 now").
+  """
+  latest = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
+  if latest is None:
+    return None
+  problems = []
+  info_path = os.path.join(workdir, records.DATASET_INFO)
+  if os.path.exists(info_path):
+    with open(info_path) as f:
+      old_info = json.load(f)
+    mismatch = data_mismatch(
+        old_info, info, config.model.get("speaker_conditioning",
+                                         "none") != "none")
+    if mismatch:
+      problems.append(f"it was trained on {mismatch[0]}; this data_dir "
+                      f"({data_dir}) has {mismatch[1]}")
+  if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+    old = load_config(workdir).model.to_dict()
+    new = json.loads(config_to_json(config))["model"]
+    was, now = _differing(old, new, "model")
+    if was:
+      problems.append("its model config differs: " + "; ".join(
+          f"{a} in the workdir, {b.split(' ', 1)[-1]} now"
+          for a, b in zip(was, now)))
+  if problems:
+    raise TrainingError(
+        f"cannot resume {workdir} (at {os.path.basename(latest)}): "
+        f"{'; '.join(problems)}. Resume it with the data_dir and config it "
+        "was trained with, or use another --workdir; nothing in the workdir "
+        "was changed")
+  return latest
+
+
+def random_state(model: keras.Model) -> dict[str, Any]:
+  """The model's random state: the `keras.random.SeedGenerator` states of
+  its layers (dropout), by their order in `model.variables`.
+
+  Checkpointed with the weights, so that a resumed run draws the dropout
+  masks a straight run would have drawn.
+  """
+  weights = {id(v) for v in model.weights}
+  states = [v for v in model.variables if id(v) not in weights]
+  return {f"seed_{i}": v for i, v in enumerate(states)}
+
+
+def _checkpoint_has(path: str, key: str) -> bool:
+  return any(name.startswith(key + "/")
+             for name, _ in tf.train.list_variables(path))
+
+
+def _restore(ckpt: tf.train.Checkpoint, path: str) -> None:
+  """Restores a training checkpoint, or says why it does not fit."""
+  try:
+    status = ckpt.restore(path)
+    status.assert_existing_objects_matched()
+  except (AssertionError, ValueError, tf.errors.OpError) as e:
+    reason = str(getattr(e, "message", e)).strip().splitlines()[0]
+    raise TrainingError(
+        f"{path} does not fit the model of this config ({reason}); resume "
+        "with the config it was trained with, or use another --workdir; "
+        "nothing in the workdir was changed") from None
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+  """Writes `path` whole or not at all (a temporary file, then a rename)."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+def _remove_checkpoint_files(prefix: str) -> None:
+  """Removes what a failed save of checkpoint `prefix` left behind."""
+  for path in glob.glob(glob.escape(prefix) + ".*") + glob.glob(
+      glob.escape(prefix) + "_temp*"):
+    if os.path.isdir(path):
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+class DivergenceMonitor:
+  """Tells a finite divergence from the noise and the warm-up of a run.
+
+  A logged loss above `factor` x the median of the earlier logged losses is
+  suspect; `patience` suspect logs in a row are a divergence. Suspect losses
+  do not join the history, so a diverging run cannot raise its own median;
+  the first log has no history and a run's high start only raises the
+  median, so a warm-up never looks like a divergence. `factor` 0 disables.
+  """
+
+  def __init__(self, factor: float, patience: int):
+    self.factor = float(factor)
+    self.patience = max(int(patience), 1)
+    self.history: list[float] = []
+    self.streak = 0
+
+  @property
+  def median(self) -> float:
+    return float(np.median(self.history)) if self.history else math.nan
+
+  def too_high(self, loss: float) -> bool:
+    """Whether `loss` is above `factor` x the median (never without one)."""
+    return (self.factor > 0 and bool(self.history) and self.median > 0 and
+            loss > self.factor * self.median)
+
+  def update(self, loss: float) -> bool:
+    """Records a logged loss; True when it completes a divergence."""
+    if self.factor <= 0 or not math.isfinite(loss):
+      return False
+    if self.too_high(loss):
+      self.streak += 1
+      return self.streak >= self.patience
+    self.streak = 0
+    self.history.append(loss)
+    return False
+
+
+def _sentence(text: str) -> str:
+  return text[:1].upper() + text[1:]
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(getattr(error, "message", None) or error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
 def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
           profile_steps: Optional[Sequence[int]] = None,
           log=print, stop_at_step: Optional[int] = None) -> dict[str, float]:
@@ -376,28 +609,48 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
   `stop_at_step` ends this call early (with a checkpoint), as an interruption
   would; the learning-rate schedule still spans `num_steps`.
 
+  The workdir is locked for the run (`fileio.FolderLock`: a second run into
+  it fails at once; the lock of a killed run is free). Before anything is
+  written there, a resume is checked against the workdir's run (data, model
+  config, checkpoint). config.json and dataset_info.json are replaced whole,
+  a checkpoint that fails to save leaves no file behind, and the checkpoint
+  holds the random state, so a resume (after a kill, too) continues the
+  straight run exactly (with `config.data.deterministic`).
+
   Raises:
-    TrainingError: on a non-finite loss (the last good checkpoint is kept).
+    TrainingError: a resume that does not fit the workdir; a non-finite loss
+      or a finite divergence (the last good checkpoint is kept); a corrupt
+      shard (named); a full disk ("no space left on <path>", the last
+      complete checkpoint kept).
+    fileio.FolderInUse: another live run holds the workdir.
   """
+  problem = model_config_problem(config)
+  if problem:
+    raise TrainingError(problem)
+  profile = tuple(profile_steps or ())
+  if profile and (len(profile) != 2 or profile[0] >= profile[1]):
+    raise ValueError(f"profile_steps must be A,B with A < B, got {profile}")
   info = records.read_dataset_info(data_dir)
   config = resolve_config(config, info)
-  os.makedirs(workdir, exist_ok=True)
-  config_path = os.path.join(workdir, CONFIG_FILE)
-  if os.path.exists(config_path):
-    old = load_config(workdir)
-    if old.model.to_dict() != ml_collections.ConfigDict(
-        json.loads(config_to_json(config))).model.to_dict():
-      raise ValueError(
-          f"{workdir} holds a run of another model configuration; resume it "
-          "with the same config or use another --workdir")
-  with open(config_path + ".tmp", "w") as f:
-    f.write(config_to_json(config))
-  os.replace(config_path + ".tmp", config_path)
-  shutil.copyfile(os.path.join(data_dir, records.DATASET_INFO),
-                  os.path.join(workdir, records.DATASET_INFO))
-
   strategy = make_strategy(config.distribution)
   chief = is_chief(strategy)
+  # Workers of one multi-worker run share the workdir: the chief holds its
+  # lock, the others write only their scratch checkpoints.
+  lock = fileio.FolderLock(workdir, "train") if chief else None
+  if lock:
+    lock.acquire()
+  try:
+    return _train(config, info, data_dir, workdir, strategy, chief, profile,
+                  log, stop_at_step)
+  finally:
+    if lock:
+      lock.release()
+
+
+def _train(config, info, data_dir, workdir, strategy, chief, profile, log,
+           stop_at_step):
+  """`train` once the workdir is locked (see there)."""
+  latest = check_resume(workdir, data_dir, config, info) if chief else None
   replicas = strategy.num_replicas_in_sync
   if not chief:
     log = lambda *_: None  # pylint: disable=unnecessary-lambda-assignment
@@ -419,24 +672,74 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
   epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
   position = tf.Variable(0, dtype=tf.int64, trainable=False, name="position")
 
+  randomness = random_state(model)
   ckpt = tf.train.Checkpoint(weights=checkpoint_weights(model), step=step,
-                             epoch=epoch, position=position,
+                             epoch=epoch, position=position, random=randomness,
                              **_optimizers(model))
   # Every worker saves (the save is collective); only the chief's copy is
   # kept, the others write to a scratch directory removed at the end.
   checkpoint_dir = os.path.join(workdir, CHECKPOINT_DIR)
   if not chief:
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
     checkpoint_dir = os.path.join(
         workdir, f".worker_{strategy.cluster_resolver.task_id}_checkpoints")
-    if tf.io.gfile.exists(os.path.join(workdir, CHECKPOINT_DIR)):
-      ckpt.restore(tf.train.latest_checkpoint(
-          os.path.join(workdir, CHECKPOINT_DIR)))
+  if latest:
+    restore_from = ckpt
+    if randomness and not _checkpoint_has(latest, "random"):
+      # A checkpoint of an older version: the dropout state starts afresh.
+      restore_from = tf.train.Checkpoint(
+          weights=ckpt.weights, step=step, epoch=epoch, position=position,
+          **_optimizers(model))
+      log(f"{latest} holds no random state: the resumed run draws other "
+          "dropout masks than a straight run would")
+    _restore(restore_from, latest)
+    log(f"resumed from {latest} at step {int(step)}")
   manager = tf.train.CheckpointManager(
       ckpt, checkpoint_dir, max_to_keep=config.train.keep_checkpoints)
-  if manager.latest_checkpoint:
-    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    log(f"resumed from {manager.latest_checkpoint} at step {int(step)}")
 
+  # The checks passed: from here on the run writes into the workdir.
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  if chief:
+    with _no_space_message(config_path, manager):
+      _write_atomically(config_path, config_to_json(config).encode())
+      with open(os.path.join(data_dir, records.DATASET_INFO), "rb") as f:
+        info_bytes = f.read()
+      _write_atomically(os.path.join(workdir, records.DATASET_INFO),
+                        info_bytes)
+  try:
+    return _loop(config, info, data_dir, workdir, strategy, chief, profile,
+                 log, stop_at_step, model, step, epoch, position, manager,
+                 time_fraction)
+  except tf.errors.DataLossError as e:
+    splits = [s for s in ("train", "valid") if s in info["splits"]]
+    files = [f for s in splits for f in records.split_files(data_dir, s, info)]
+    corrupt = records.find_corrupt_shard(files)
+    what = str(corrupt) if corrupt else _first_line(e)
+    raise TrainingError(
+        f"{what}; training stopped at step {int(step)}, the last complete "
+        f"checkpoint ({manager.latest_checkpoint or 'none'}) is kept"
+    ) from None
+
+
+@contextlib.contextmanager
+def _no_space_message(path: str, manager):
+  """Turns a full disk while writing `path` into a one-line TrainingError."""
+  try:
+    yield
+  except (OSError, tf.errors.OpError) as e:
+    if not fileio.is_no_space(e):
+      raise
+    raise TrainingError(
+        f"no space left on {path}; the last complete checkpoint "
+        f"({manager.latest_checkpoint or 'none'}) is kept and nothing partial "
+        "is left: free some space and re-run to resume") from None
+
+
+def _loop(config, info, data_dir, workdir, strategy, chief, profile, log,
+          stop_at_step, model, step, epoch, position, manager, time_fraction):
+  """The training loop of `train`, once the model is restored."""
+  replicas = strategy.num_replicas_in_sync
+  checkpoint_dir = manager.directory
   # One trace for every batch shape (see step_signature).
   spec = step_signature(make_train_data(config, data_dir, 0).element_spec)
 
@@ -457,6 +760,16 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
   eval_step = tf.function(distributed(model.test_step),
                           input_signature=None if replicas > 1 else [spec])
 
+  def probe_loss(batch):
+    # The reconstruction loss of the current weights (after the update) on
+    # a batch, in inference mode, without touching the metric trackers.
+    embedding, mask, speaker, target = trainer.unpack_batch(batch)
+    pred = _network(model)(embedding, mask, speaker, training=False)
+    return {"loss": model.reconstruction_loss(target, pred, mask)["loss"]}
+
+  probe_step = tf.function(distributed(probe_loss),
+                           input_signature=None if replicas > 1 else [spec])
+
   if chief:
     writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
     valid_writer = tf.summary.create_file_writer(
@@ -472,9 +785,6 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
                          enabled=config.distribution != "multi_worker")
 
   num_steps = config.train.num_steps
-  profile = tuple(profile_steps or ())
-  if profile and (len(profile) != 2 or profile[0] >= profile[1]):
-    raise ValueError(f"profile_steps must be A,B with A < B, got {profile}")
   start_time = time.time()
   start_step = int(step)
   last_log_time, last_log_step = start_time, start_step
@@ -487,115 +797,154 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
               if config.train.max_minutes else None)
   optimizer = _optimizers(model)
   main_optimizer = next(iter(optimizer.values()))
+  monitor = DivergenceMonitor(config.train.divergence_factor,
+                              config.train.divergence_patience)
+  last_batch = None
 
   @tf.function
   def weights_finite():
     return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
                           for v in model.trainable_variables])
 
-  def save():
-    # A checkpoint is only written with finite weights: an update can blow
-    # them up after a finite loss, and the last checkpoint must stay good.
+  def kept():
+    return (f"the last good checkpoint ({manager.latest_checkpoint or 'none'})"
+            " is kept")
+
+  def diverged(s, loss, what):
+    return TrainingError(
+        f"training diverged at step {s}: {what} {loss:.4g} vs median "
+        f"{monitor.median:.4g} of the earlier logged losses (more than "
+        f"train.divergence_factor={monitor.factor:g} times); stopped. "
+        f"{_sentence(kept())}: lower train.learning_rate (now "
+        f"{config.train.learning_rate:g}) or check the data, then re-run to "
+        "resume from it")
+
+  def save(final=False):
+    # A checkpoint is only written with finite weights whose loss is in line
+    # with the logged ones: an update can blow them up after a normal loss,
+    # and the last checkpoint must stay good.
+    s = int(step)
     if not bool(weights_finite()):
       raise TrainingError(
-          f"non-finite loss: the weights became non-finite at step "
-          f"{int(step)}; stopped without saving. The last good checkpoint "
-          f"({manager.latest_checkpoint or 'none'}) is kept: lower "
-          "config.train.learning_rate or check the data, then re-run")
-    manager.save(checkpoint_number=int(step))
+          f"non-finite loss: the weights became non-finite at step {s}; "
+          f"stopped without saving. {_sentence(kept())}: lower "
+          "train.learning_rate or check the data, then re-run")
+    if last_batch is not None and monitor.factor > 0 and monitor.history:
+      loss = float(probe_step(last_batch)["loss"])
+      if not math.isfinite(loss) or monitor.too_high(loss):
+        if final:
+          raise diverged(s, loss, "the loss of the weights to save is")
+        log(f"checkpoint of step {s} not written: the loss of its weights "
+            f"({loss:.4g}) is more than train.divergence_factor="
+            f"{monitor.factor:g} times the median logged loss "
+            f"({monitor.median:.4g})")
+        return
+    number = s
+    with _no_space_message(checkpoint_dir, manager):
+      try:
+        manager.save(checkpoint_number=number)
+      except BaseException:
+        # Nothing that looks like a checkpoint may stay half written.
+        _remove_checkpoint_files(os.path.join(checkpoint_dir,
+                                              f"ckpt-{number}"))
+        raise
 
-  while int(step) < num_steps:
-    dataset = make_train_data(config, data_dir, int(epoch))
-    resume_position = int(position)
-    if resume_position:
-      dataset = dataset.skip(resume_position)
-    if replicas > 1 or config.distribution != "default":
-      options = tf.data.Options()
-      options.experimental_distribute.auto_shard_policy = (
-          tf.data.experimental.AutoShardPolicy.DATA)
-      dataset = strategy.experimental_distribute_dataset(
-          dataset.with_options(options))
-    got_batch = False
-    for batch in dataset:
-      got_batch = True
-      s = int(step)
-      if profile and s == profile[0]:
-        tf.profiler.experimental.start(os.path.join(workdir, "train"))
-        profiling = True
-      with tf.profiler.experimental.Trace("train", step_num=s, _r=1):
-        out = train_step(_step_inputs(batch))
-      values = {k: float(v) for k, v in out.items()}
-      if time_fraction is not None:
-        time_fraction.assign((time.time() - start_time) /
-                             (60.0 * config.train.max_minutes))
-      if not all(math.isfinite(v) for v in values.values()):
-        if profiling:
+  with _no_space_message(workdir, manager):
+    while int(step) < num_steps:
+      dataset = make_train_data(config, data_dir, int(epoch))
+      resume_position = int(position)
+      if resume_position:
+        dataset = dataset.skip(resume_position)
+      if replicas > 1 or config.distribution != "default":
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+        dataset = strategy.experimental_distribute_dataset(
+            dataset.with_options(options))
+      got_batch = False
+      for batch in dataset:
+        got_batch = True
+        s = int(step)
+        if profile and s == profile[0]:
+          tf.profiler.experimental.start(os.path.join(workdir, "train"))
+          profiling = True
+        with tf.profiler.experimental.Trace("train", step_num=s, _r=1):
+          out = train_step(_step_inputs(batch))
+        last_batch = _step_inputs(batch)
+        values = {k: float(v) for k, v in out.items()}
+        if time_fraction is not None:
+          time_fraction.assign((time.time() - start_time) /
+                               (60.0 * config.train.max_minutes))
+        if not all(math.isfinite(v) for v in values.values()):
+          if profiling:
+            tf.profiler.experimental.stop()
+          raise TrainingError(
+              f"non-finite loss at step {s + 1}: {_fmt(values)}; stopped. "
+              f"{_sentence(kept())}: lower train.learning_rate or check "
+              "the data, then re-run to resume from it")
+        step.assign_add(1)
+        position.assign_add(1)
+        lengths = batch["length"]
+        if isinstance(lengths, tf.distribute.DistributedValues):
+          lengths = tf.concat(strategy.experimental_local_results(lengths), 0)
+        batch_frames = int(tf.reduce_sum(lengths))
+        frames_since_log += batch_frames
+        frames_total += batch_frames
+        s = int(step)
+        if profiling and s >= profile[1]:
           tf.profiler.experimental.stop()
-        raise TrainingError(
-            f"non-finite loss at step {s + 1}: {_fmt(values)}; stopped. The "
-            f"last good checkpoint ({manager.latest_checkpoint or 'none'}) is "
-            "kept: lower config.train.learning_rate or check the data, then "
-            "re-run to resume from it")
-      step.assign_add(1)
-      position.assign_add(1)
-      lengths = batch["length"]
-      if isinstance(lengths, tf.distribute.DistributedValues):
-        lengths = tf.concat(strategy.experimental_local_results(lengths), 0)
-      batch_frames = int(tf.reduce_sum(lengths))
-      frames_since_log += batch_frames
-      frames_total += batch_frames
-      s = int(step)
-      if profiling and s >= profile[1]:
-        tf.profiler.experimental.stop()
-        profiling = False
-        log(f"profiler trace of steps {profile[0]}-{profile[1]} written under "
-            f"{workdir}/train/plugins/profile")
-      if s % config.train.log_every == 0 or s == num_steps:
-        now = time.time()
-        rate = (s - last_log_step) / max(now - last_log_time, 1e-9)
-        fps = frames_since_log / max(now - last_log_time, 1e-9)
-        left = (num_steps - s) / max(rate, 1e-9)
-        lr = float(main_optimizer.learning_rate)
-        with writer.as_default():
-          for k, v in values.items():
-            tf.summary.scalar(f"losses/{k}", v, step=s)
-          tf.summary.scalar("learning_rate", lr, step=s)
-          tf.summary.scalar("steps_per_sec", rate, step=s)
-          tf.summary.scalar("frames_per_sec", fps, step=s)
-        log(f"step {s}/{num_steps} {_fmt(values)} lr={lr:.2e} "
-            f"{rate:.2f} steps/s {fps:.0f} frames/s left {_duration(left)}")
-        last_log_time, last_log_step, frames_since_log = now, s, 0
-        model.reset_metrics()
-      if s % config.train.eval_every == 0 or s == num_steps:
-        last_valid = evaluator.run(s, valid_writer)
-        if last_valid:
-          log(f"valid step {s}: {_fmt(last_valid)}")
-      if s % config.train.checkpoint_every == 0 or s == num_steps:
-        save()
-      if s >= num_steps:
-        break
-      if stop_at_step is not None and s >= stop_at_step:
-        log(f"stopping at step {s} as asked")
-        save()
-        num_steps = s
-        break
-      if deadline and time.time() > deadline:
-        log(f"stopping at step {s}: config.train.max_minutes reached")
-        save()
-        num_steps = s
-        break
-    else:
-      if not got_batch and not resume_position:
-        raise TrainingError(f"{data_dir}: the train split yields no batch")
-      epoch.assign_add(1)
-      position.assign(0)
-  if profiling:
-    tf.profiler.experimental.stop()
-  if manager.latest_checkpoint is None or (
-      int(manager.latest_checkpoint.rsplit("-", 1)[-1]) != int(step)):
-    save()
-  writer.flush()
-  valid_writer.flush()
+          profiling = False
+          log(f"profiler trace of steps {profile[0]}-{profile[1]} written "
+              f"under {workdir}/train/plugins/profile")
+        if s % config.train.log_every == 0 or s == num_steps:
+          now = time.time()
+          rate = (s - last_log_step) / max(now - last_log_time, 1e-9)
+          fps = frames_since_log / max(now - last_log_time, 1e-9)
+          left = (num_steps - s) / max(rate, 1e-9)
+          lr = float(main_optimizer.learning_rate)
+          with writer.as_default():
+            for k, v in values.items():
+              tf.summary.scalar(f"losses/{k}", v, step=s)
+            tf.summary.scalar("learning_rate", lr, step=s)
+            tf.summary.scalar("steps_per_sec", rate, step=s)
+            tf.summary.scalar("frames_per_sec", fps, step=s)
+          log(f"step {s}/{num_steps} {_fmt(values)} lr={lr:.2e} "
+              f"{rate:.2f} steps/s {fps:.0f} frames/s left {_duration(left)}")
+          last_log_time, last_log_step, frames_since_log = now, s, 0
+          model.reset_metrics()
+          loss = values.get("loss", next(iter(values.values())))
+          if monitor.update(loss):
+            if profiling:
+              tf.profiler.experimental.stop()
+            raise diverged(s, loss, "loss")
+        if s % config.train.eval_every == 0 or s == num_steps:
+          last_valid = evaluator.run(s, valid_writer)
+          if last_valid:
+            log(f"valid step {s}: {_fmt(last_valid)}")
+        if s % config.train.checkpoint_every == 0 and s < num_steps:
+          save()
+        if s >= num_steps:
+          break
+        if stop_at_step is not None and s >= stop_at_step:
+          log(f"stopping at step {s} as asked")
+          num_steps = s
+          break
+        if deadline and time.time() > deadline:
+          log(f"stopping at step {s}: config.train.max_minutes reached")
+          num_steps = s
+          break
+      else:
+        if not got_batch and not resume_position:
+          raise TrainingError(f"{data_dir}: the train split yields no batch")
+        epoch.assign_add(1)
+        position.assign(0)
+    if profiling:
+      tf.profiler.experimental.stop()
+    if manager.latest_checkpoint is None or (
+        int(manager.latest_checkpoint.rsplit("-", 1)[-1]) != int(step)):
+      save(final=True)
+    writer.flush()
+    valid_writer.flush()
   if not chief:
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
   total = time.time() - start_time
