@@ -1159,9 +1159,9 @@ def run_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
       with no_space_is_an_error(out_dir):
         writers = {s: _ShardWriter(plan.shard_paths(s))
                    for s in plan.num_shards}
+        bar = tqdm.tqdm(total=len(tasks), desc="preprocess", unit="item",
+                        disable=not progress)
         try:
-          bar = tqdm.tqdm(total=len(tasks), desc="preprocess", unit="item",
-                          disable=not progress)
           # Closed on any error, which stops the worker processes at once.
           with contextlib.closing(_iterate(
               tasks, plan.embedder_spec, plan.embedder_options, config,
@@ -1171,8 +1171,8 @@ def run_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
               if r.ok:
                 writers[r.split].write(r.example)
               summary.add(r)
-          bar.close()
         finally:
+          bar.close()  # before any error message, which gets its own line
           for w in writers.values():
             w.close()
     except BaseException:

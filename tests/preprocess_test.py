@@ -3,8 +3,12 @@
 import glob
 import json
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ import tensorflow as tf
 
 from e2s_tf import audio as audio_lib
 from e2s_tf import corpus
+from e2s_tf import fileio
 from e2s_tf import preprocess_lib
 from e2s_tf import records
 from e2s_tf import spectral
@@ -292,16 +297,231 @@ def test_preprocess_through_a_savedmodel_embedder(tiny_corpus, tmp_path):
                                atol=1e-4)
 
 
-def test_cli_runs_end_to_end(tiny_corpus, tmp_path):
-  out = tmp_path / "cli"
-  cmd = [sys.executable, "-m", "e2s_tf.preprocess", f"--manifest={tiny_corpus}",
-         f"--out_dir={out}", "--embedder=logmel", "--split_by=utterance",
-         "--valid_fraction=0.2", "--test_fraction=0.2", "--num_workers=1"]
-  run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
-  assert run.returncode == 0, run.stderr[-2000:]
-  assert "wrote 6 examples" in run.stdout
-  bad = subprocess.run(cmd[:4] + [f"--out_dir={tmp_path / 'x'}",
-                                  "--embedder=nonsense"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert bad.returncode != 0 and "nonsense" in bad.stderr
+# ----------------------------------------------------------------------------
+# What a failed, interrupted, concurrent or full-disk run leaves.
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def _cli(*args, **kwargs):
+  return subprocess.run([sys.executable, "-m", "e2s_tf.preprocess", *args],
+                        cwd=ROOT, env=ENV, capture_output=True, text=True,
+                        timeout=300, **kwargs)
+
+
+def _error_line(run):
+  """The run's one error line; fails unless it is exit 1, one line, no
+  traceback."""
+  assert run.returncode == 1, (run.returncode, run.stderr[-2000:])
+  assert "Traceback" not in run.stderr, run.stderr[-2000:]
+  errors = [l for l in run.stderr.splitlines() if "error" in l.lower()
+            and "cuda" not in l.lower() and not l.startswith("E0000")]
+  assert len(errors) == 1 and errors[0].startswith("preprocess: error: "), (
+      run.stderr[-2000:])
+  return errors[0]
+
+
+def _snapshot(folder):
+  """{name: bytes} of the files in `folder` but the run lock's."""
+  return {n: (folder / n).read_bytes() for n in sorted(os.listdir(folder))
+          if n != fileio.LOCK_FILE and (folder / n).is_file()}
+
+
+def _write_lines(path, items):
+  path.write_text("".join(json.dumps(it) + "\n" for it in items))
+  return str(path)
+
+
+def _count_records(data_dir):
+  info = records.read_dataset_info(str(data_dir))
+  return sum(1 for s in info["splits"]
+             for _ in records.iterate_records(records.split_files(
+                 str(data_dir), s, info)))
+
+
+def test_failed_runs_leave_the_previous_dataset_and_other_files_intact(
+    tiny_corpus, tmp_path):
+  out = tmp_path / "data"
+  out.mkdir()
+  # Not this program's: never deleted, whatever the run does.
+  (out / "notes.tfrecord").write_bytes(b"someone else's records")
+  (out / "train-1-of-2.tfrecord").write_bytes(b"not a shard name of ours")
+  (out / "README.txt").write_text("mine")
+  settings = dict(split_by="utterance", valid_fraction=0.2,
+                  test_fraction=0.2, num_workers=1, progress=False)
+  info = preprocess_lib.run_preprocess(tiny_corpus, str(out), "logmel",
+                                       **settings)
+  before = _snapshot(out)
+  assert "notes.tfrecord" in before and "train-1-of-2.tfrecord" in before
+  items = corpus.read_manifest(tiny_corpus)
+  broken = tmp_path / "broken.jsonl"
+  broken.write_text(json.dumps(items[0]) + "\n{\"id\": \"x\", \"audio\": \n")
+  bad_split = dict(settings, split_by="speaker", valid_fraction=0.4,
+                   test_fraction=0.5)
+  gone = _write_lines(tmp_path / "gone.jsonl", [
+      dict(it, audio=str(tmp_path / "nowhere.wav")) for it in items])
+  cases = [
+      ((str(broken), "logmel"), settings, corpus.ManifestError, r":2: "),
+      ((tiny_corpus, "logmell"), settings, preprocess_lib.PreprocessError,
+       "--embedder: unknown embedder 'logmell'"),
+      ((tiny_corpus, "logmel"), bad_split, ValueError, "too few"),
+      ((tiny_corpus, "mfcc"), dict(settings, embedder_options={"bins": 3}),
+       preprocess_lib.PreprocessError, r"--embedder_options: .*\['bins'\]"),
+      ((gone, "mfcc"), settings, preprocess_lib.PreprocessError,
+       "no usable training item.*" + preprocess_lib.FAILED_REPORT),
+  ]
+  for (manifest, spec), kwargs, error, match in cases:
+    with pytest.raises(error, match=match):
+      preprocess_lib.run_preprocess(manifest, str(out), spec, overwrite=True,
+                                    **kwargs)
+    after = _snapshot(out)
+    failed = after.pop(preprocess_lib.FAILED_REPORT, None)
+    assert after == before, (spec, match)
+  # The rejected run's report is beside the intact dataset, not over its own.
+  assert len(failed.decode().splitlines()) == len(items)
+  assert records.read_dataset_info(str(out)) == info
+  assert _count_records(out) == len(items)
+  # A run that succeeds replaces this program's files only.
+  new = preprocess_lib.run_preprocess(tiny_corpus, str(out), "mfcc",
+                                      overwrite=True,
+                                      **dict(settings, items_per_shard=1))
+  names = set(os.listdir(out))
+  listed = {f for s in new["splits"].values() for f in s["files"]}
+  assert {n for n in names if n.endswith(".tfrecord")} == listed | {
+      "notes.tfrecord", "train-1-of-2.tfrecord"}
+  # The old train shard (one, now four) is gone; it was this program's.
+  assert "train-00000-of-00001.tfrecord" in info["splits"]["train"]["files"]
+  assert "train-00000-of-00001.tfrecord" not in names
+  assert (out / "notes.tfrecord").read_bytes() == before["notes.tfrecord"]
+  assert (out / "README.txt").read_text() == "mine"
+  assert not [n for n in names if n.endswith(".tmp")]
+  assert preprocess_lib.FAILED_REPORT not in names
+  assert new["embedder"]["name"] == "mfcc" and _count_records(out) == len(items)
+
+
+def test_a_folder_in_use_is_refused_and_a_killed_runs_lock_taken_over(
+    tiny_corpus, tmp_path):
+  out = tmp_path / "data"
+  info = preprocess_lib.run_preprocess(
+      tiny_corpus, str(out), "logmel", split_by="utterance",
+      valid_fraction=0.2, test_fraction=0.2, num_workers=1, progress=False)
+  before = _snapshot(out)
+  # Run A blocks on an item whose audio is a named pipe nobody writes to: it
+  # holds the folder, with its pool of workers, for as long as the test wants.
+  fifo = tmp_path / "blocks.wav"
+  os.mkfifo(fifo)
+  items = corpus.read_manifest(tiny_corpus)
+  blocking = _write_lines(tmp_path / "blocking.jsonl", items + [
+      {"id": "blocks", "audio": str(fifo), "start": 0.0, "end": 1.0}])
+  a = subprocess.Popen(
+      [sys.executable, "-m", "e2s_tf.preprocess", f"--manifest={blocking}",
+       f"--out_dir={out}", "--split_by=utterance", "--overwrite",
+       "--num_workers=2"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL, start_new_session=True)
+  try:
+    lock = out / fileio.LOCK_FILE
+    children = f"/proc/{a.pid}/task/{a.pid}/children"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+      text = lock.read_text() if lock.exists() else ""
+      held = text.strip() and json.loads(text).get("pid") == a.pid
+      # The pool's worker processes have started (they hold no lock).
+      if held and len(open(children).read().split()) >= 2:
+        break
+      assert a.poll() is None, "run A ended before it held the folder"
+      time.sleep(0.2)
+    else:
+      pytest.fail("run A never took the folder's lock and started its pool")
+    b = _cli(f"--manifest={tiny_corpus}", f"--out_dir={out}", "--overwrite",
+             "--embedder=mfcc", "--num_workers=1")
+    line = _error_line(b)
+    assert f"{out} is in use by another run (preprocess, pid {a.pid}" in line
+    assert a.poll() is None
+    # While A runs, the previous dataset is whole and readable.
+    assert _snapshot(out).items() >= before.items()
+    assert records.read_dataset_info(str(out)) == info
+    assert _count_records(out) == len(items)
+  finally:
+    os.killpg(a.pid, signal.SIGKILL)  # A and its workers: its session
+    a.wait()
+  # Killed mid-run: the previous dataset as it was, the rest temporaries.
+  after = _snapshot(out)
+  assert {n: v for n, v in after.items() if not n.endswith(".tmp")} == before
+  # The dead run's lock is taken over; this run replaces the dataset.
+  c = _cli(f"--manifest={tiny_corpus}", f"--out_dir={out}", "--overwrite",
+           "--embedder=mfcc", "--split_by=utterance", "--valid_fraction=0.2",
+           "--test_fraction=0.2", "--num_workers=1")
+  assert c.returncode == 0, c.stderr[-2000:]
+  assert "wrote 6 examples" in c.stdout
+  assert records.read_dataset_info(str(out))["embedder"]["name"] == "mfcc"
+  assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+
+def test_bad_embedder_options_are_one_line_and_write_nothing(tiny_corpus,
+                                                             tmp_path):
+  out = tmp_path / "never"
+  for options, match in [
+      ({"num_mel_bins": "many"}, r"--embedder_options: embedder 'logmel': "
+       r"option 'num_mel_bins' must be an integer, got 'many' \(str\)"),
+      ({"num_mel_bins": True}, "must be an integer, got True"),
+      ({"upper_edge_hertz": "8k"}, "'upper_edge_hertz' must be a number or "
+       "null"),
+      ({"num_mel_bins": 0}, "--embedder_options: num_mel_bins must be "
+       "positive"),
+      ({"mel_bins": 80}, r"does not accept option\(s\) \['mel_bins'\]; "
+       r"accepted: \['num_mel_bins'"),
+      ([80], "must be a JSON object, got list")]:
+    with pytest.raises(preprocess_lib.PreprocessError, match=match):
+      preprocess_lib.run_preprocess(tiny_corpus, str(out), "logmel",
+                                    embedder_options=options, progress=False)
+  with pytest.raises(preprocess_lib.PreprocessError,
+                     match="'transpose' must be true or false"):
+    preprocess_lib.run_preprocess(tiny_corpus, str(out), "npy",
+                                  embedder_options={"transpose": "yes"},
+                                  progress=False)
+  assert not out.exists()
+  for flag, match in [
+      ("--embedder_options={num_mel_bins: 80}",
+       r"^preprocess: error: --embedder_options: not valid JSON \("),
+      ('--embedder_options="80"',
+       r"^preprocess: error: --embedder_options: must be a JSON object")]:
+    line = _error_line(_cli(f"--manifest={tiny_corpus}", f"--out_dir={out}",
+                            flag))
+    assert re.search(match, line), line
+  assert not out.exists()
+
+
+def _mount_tmpfs(path, size_bytes, request):
+  path.mkdir()
+  try:
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}",
+                    "tmpfs", str(path)], check=True, capture_output=True)
+  except (OSError, subprocess.CalledProcessError) as e:
+    pytest.skip(f"cannot mount a tmpfs here (needs root): {e}")
+  request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(path)],
+                                              capture_output=True))
+
+
+def test_full_disk_is_one_line_and_keeps_the_previous_dataset(
+    tiny_corpus, tmp_path, request):
+  items = corpus.read_manifest(tiny_corpus)
+  one = _write_lines(tmp_path / "one.jsonl", items[:1])
+  made = tmp_path / "made"
+  preprocess_lib.run_preprocess(one, str(made), "logmel", split_by="utterance",
+                                valid_fraction=0.0, test_fraction=0.0,
+                                num_workers=1, progress=False)
+  size = sum(f.stat().st_size for f in made.iterdir())
+  # Room for that dataset and 1 MiB more; the new one needs ~6 MB.
+  disk = tmp_path / "disk"
+  _mount_tmpfs(disk, size + (1 << 20), request)
+  out = disk / "data"
+  shutil.copytree(made, out)
+  before = _snapshot(out)
+  run = _cli(f"--manifest={tiny_corpus}", f"--out_dir={out}", "--overwrite",
+             "--split_by=utterance", "--valid_fraction=0", "--test_fraction=0",
+             "--num_workers=1")
+  assert _error_line(run) == f"preprocess: error: no space left on {out}"
+  assert run.stderr.strip().splitlines()[-1] == _error_line(run)
+  # Nothing that looks complete or new: the previous dataset, byte for byte.
+  assert _snapshot(out) == before
+  assert _count_records(out) == 1
