@@ -81,14 +81,24 @@ def _stage(index, total, stage, command, outputs, demo_dir, env=None):
 def _pick_wav_inputs(data_dir, out_dir, count):
   """Writes the raw embeddings of `count` test items as .npy files."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from e2s_tf import fileio  # pylint: disable=g-import-not-at-top
   from e2s_tf import records  # pylint: disable=g-import-not-at-top
   os.makedirs(out_dir, exist_ok=True)
   files = records.split_files(data_dir, "test")
-  for raw in tf.data.TFRecordDataset(files).take(count):
+  written = 0
+  for raw in records.iterate_records(files):
+    if written == count:
+      break
     ex = records.parse_example(raw)
-    np.save(os.path.join(out_dir, ex["id"].numpy().decode() + ".npy"),
-            ex["embedding"].numpy())
+    item_id = ex["id"].numpy().decode("utf-8", errors="replace")
+    try:
+      path = fileio.output_path(out_dir, item_id, ".npy")
+    except fileio.InvalidItemId as e:
+      print(f"demo: {e}; skipped", file=sys.stderr)
+      continue
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.save(path, ex["embedding"].numpy())
+    written += 1
 
 
 def _encoder_manifest(manifest, out, split_by):

@@ -151,7 +151,7 @@ def derive_dataset(data_dir: str, out_dir: str, stft: spectral.StftConfig,
     name = records.shard_name(split, 0, 1)
     frames, n, samples = 0, 0, 0
     with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as w:
-      for raw in tf.data.TFRecordDataset(records.split_files(data_dir, split,
+      for raw in records.iterate_records(records.split_files(data_dir, split,
                                                              info)):
         ex = records.parse_example(raw, with_audio=True)
         ex = {k: (v.numpy().decode() if k in ("id", "speaker") else
