@@ -580,6 +580,12 @@ class DivergenceMonitor:
     return (self.factor > 0 and bool(self.history) and self.median > 0 and
             loss > self.factor * self.median)
 
+  def anchor(self, loss: float) -> None:
+    """Starts the history with the loss of a run's first step (before its
+    first update), so a run that diverges before its first log is caught."""
+    if self.factor > 0 and not self.history and math.isfinite(loss):
+      self.history.append(loss)
+
   def update(self, loss: float) -> bool:
     """Records a logged loss; True when it completes a divergence."""
     if self.factor <= 0 or not math.isfinite(loss):
@@ -807,8 +813,9 @@ def _loop(config, info, data_dir, workdir, strategy, chief, profile, log,
                           for v in model.trainable_variables])
 
   def kept():
-    return (f"the last good checkpoint ({manager.latest_checkpoint or 'none'})"
-            " is kept")
+    if manager.latest_checkpoint is None:
+      return "no checkpoint was written (none had good weights)"
+    return f"the last good checkpoint ({manager.latest_checkpoint}) is kept"
 
   def diverged(s, loss, what):
     return TrainingError(
@@ -891,6 +898,8 @@ def _loop(config, info, data_dir, workdir, strategy, chief, profile, log,
         frames_since_log += batch_frames
         frames_total += batch_frames
         s = int(step)
+        if s == start_step + 1 and s % config.train.log_every:
+          monitor.anchor(values.get("loss", next(iter(values.values()))))
         if profiling and s >= profile[1]:
           tf.profiler.experimental.stop()
           profiling = False

@@ -200,6 +200,37 @@ def test_bucket_batches_respect_the_frame_budget(tiny):
   assert len({b["mask"].shape[0] for b in batches}) > 1
 
 
+@pytest.mark.parametrize("split", ["train", "valid"])
+def test_long_items_are_cut_into_windows_within_the_budget(tiny, split):
+  # Items of up to 20 frames, a budget of 8: no batch above 8 frames (padding
+  # included), and every source frame arrives exactly once, with its audio.
+  budget = 8
+  batches = _batches(tiny, split, mode="bucket", frames_per_batch=budget,
+                     max_frames=budget, shuffle=False, with_audio=True)
+  normalizer = data.Normalizer.from_info(tiny.info)
+  seen = {}
+  for batch in batches:
+    b, t = batch["mask"].shape
+    assert b * t <= budget
+    for i, (item, frames) in enumerate(_check_batch(batch, tiny, normalizer)):
+      assert len(frames) <= budget
+      np.testing.assert_array_equal(frames, frames[0] + np.arange(len(frames)))
+      seen.setdefault(item.id, []).extend(frames.tolist())
+      samples = tiny.stft.num_samples(len(frames))
+      np.testing.assert_array_equal(
+          batch["audio"][i, :samples],
+          frames[0] * tiny.stft.frame_step + np.arange(samples))
+  for item in tiny.items[split]:
+    assert sorted(seen[item.id]) == list(range(item.length)), item.id
+  # Windows are as equal as possible: 20 frames in 3 windows of 6-7, not
+  # 8 + 8 + 4.
+  ds = data.cut_into_windows(
+      tf.data.Dataset.from_tensors({
+          "length": tf.constant(20), "embedding": tf.zeros([20, 2]),
+          "log_stft": tf.zeros([20, 3])}), budget, tiny.stft)
+  assert [int(w["length"]) for w in ds] == [6, 7, 7]
+
+
 def test_bucket_bounds_from_data_when_info_has_no_quantiles(tmp_path):
   tiny = data_testlib.write_tiny_dataset(tmp_path, LENGTHS, dim=2, bins=3)
   with_table = data._train_bounds(tiny.data_dir, tiny.info, None, 20)

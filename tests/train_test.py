@@ -3,9 +3,12 @@
 import glob
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -72,29 +75,90 @@ def test_trains_checkpoints_and_writes_summaries(model, data_dir, tmp_path):
     assert {"losses/d_loss", "losses/g_adversarial"} & train_tags
 
 
-@pytest.mark.parametrize("model", ["cnn", "gan"])
+def _resume_config(model, **overrides):
+  # The default dropout stays on: its masks are random state to resume.
+  return _config(model, **{"train.num_steps": 10, "train.checkpoint_every": 5,
+                           "train.eval_every": 100, "train.log_every": 5,
+                           **overrides})
+
+
+def _max_difference(workdir_a, workdir_b):
+  a, _, _ = train_lib.restore_network(workdir_a)
+  b, _, _ = train_lib.restore_network(workdir_b)
+  return max(float(np.abs(x.numpy() - y.numpy()).max())
+             for x, y in zip(a.weights, b.weights))
+
+
+@pytest.mark.parametrize("model", MODELS)
 def test_resume_matches_a_straight_run(model, data_dir, tmp_path):
-  kwargs = {"train.num_steps": 10, "train.checkpoint_every": 5,
-            "train.eval_every": 100, "train.log_every": 5,
-            "model.dropout": 0.0}
+  config = _resume_config(model)
+  assert config.model.dropout > 0
+  assert config.model.dropout == testing_config.get_config(model).model.dropout
   straight = str(tmp_path / "straight")
-  train_lib.train(_config(model, **kwargs), data_dir, straight, log=id)
+  train_lib.train(_resume_config(model), data_dir, straight, log=id)
   resumed = str(tmp_path / "resumed")
-  train_lib.train(_config(model, **kwargs), data_dir, resumed, log=id,
+  train_lib.train(_resume_config(model), data_dir, resumed, log=id,
                   stop_at_step=5)
   lines = []
-  train_lib.train(_config(model, **kwargs), data_dir, resumed,
+  train_lib.train(_resume_config(model), data_dir, resumed,
                   log=lines.append)
   assert any("resumed" in l and "step 5" in l for l in lines)
-  a, _, _ = train_lib.restore_network(straight)
-  b, _, _ = train_lib.restore_network(resumed)
-  for x, y in zip(a.weights, b.weights):
-    np.testing.assert_allclose(x.numpy(), y.numpy(), atol=1e-5, rtol=1e-4)
+  assert not any("random state" in l for l in lines)
+  # The dropout state is in the checkpoint, so the resumed run draws the
+  # masks of the straight one: the same weights up to float noise.
+  latest = tf.train.latest_checkpoint(os.path.join(resumed, "checkpoints"))
+  assert any(name.startswith("random/")
+             for name, _ in tf.train.list_variables(latest))
+  assert _max_difference(straight, resumed) <= 1e-6
   # And the weights did move: training happened.
+  a, _, _ = train_lib.restore_network(straight)
   fresh = train_lib.build_model(*_resolved(model, data_dir))
   moved = [np.abs(x.numpy() - y.numpy()).max()
            for x, y in zip(a.weights, train_lib._network(fresh).weights)]  # pylint: disable=protected-access
   assert max(moved) > 1e-3
+
+
+def _files(workdir):
+  """{relative path: bytes} of every file of a workdir but its lock."""
+  out = {}
+  for root, _, names in os.walk(workdir):
+    for name in names:
+      path = os.path.join(root, name)
+      if name != ".e2s.lock":
+        with open(path, "rb") as f:
+          out[os.path.relpath(path, workdir)] = f.read()
+  return out
+
+
+def test_resume_with_other_data_or_model_changes_nothing(data_dir, tmp_path):
+  from tests import data_testlib  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "w")
+  train_lib.train(_config("cnn", **{"train.num_steps": 3,
+                                    "train.eval_every": 100}),
+                  data_dir, workdir, log=id)
+  before = _files(workdir)
+  assert {"config.json", "dataset_info.json",
+          "checkpoints/ckpt-3.index"} <= set(before)
+  # Data of another embedder (an mfcc-like 20-dimensional one).
+  other = data_testlib.write_tiny_dataset(
+      tmp_path / "other", {"train": [30, 40, 50], "valid": [30]}, dim=20,
+      bins=257)
+  resume = _config("cnn", **{"train.num_steps": 6, "train.eval_every": 100})
+  with pytest.raises(train_lib.TrainingError,
+                     match=r"trained on logmel dim 64; this data_dir \(.*\) "
+                     r"has tiny dim 20"):
+    train_lib.train(resume, other.data_dir, workdir, log=id)
+  assert _files(workdir) == before
+  # Another model size on the same data.
+  bigger = _config("cnn", **{"train.num_steps": 6, "model.channels": 32})
+  with pytest.raises(train_lib.TrainingError,
+                     match="model.channels 16 in the workdir, 32 now"):
+    train_lib.train(bigger, data_dir, workdir, log=id)
+  assert _files(workdir) == before
+  # The run still exports and resumes with its own data and config.
+  train_lib.restore_network(workdir)
+  out = train_lib.train(resume, data_dir, workdir, log=id)
+  assert out["steps"] == 3
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -235,7 +299,105 @@ def test_cli_trains_with_overrides(data_dir, tmp_path):
   assert "done: step 2" in run.stdout
   bad = subprocess.run(cmd[:-2] + ["--config.train.no_such_field=1"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
-  assert bad.returncode != 0 and "no_such_field" in bad.stderr
+  assert _error_line(bad) == (
+      "train: error: --config.train.no_such_field: config.train has no field "
+      "'no_such_field'")
+
+
+def test_config_errors_are_one_line(data_dir, tmp_path):
+  workdir = tmp_path / "w"
+  # A model switched by overriding its name keeps the other model's fields.
+  switched = _cli(data_dir, workdir, "--config.model.name=cnn",
+                  config="configs/multiscale.py")
+  line = _error_line(switched)
+  assert "config.model.name='cnn'" in line and "num_layers" in line
+  assert "--config=configs/cnn.py" in line
+  assert "configs/testing.py:cnn" in line
+  missing = _cli(data_dir, workdir, "--config.train.num_steps=2",
+                 config="configs/no_such_config.py")
+  assert _error_line(missing) == (
+      "train: error: config file configs/no_such_config.py not found")
+  assert not workdir.exists()
+  # The switch is refused in-process as well, before anything is written.
+  config = testing_config.get_config("multiscale")
+  config.model.name = "cnn"
+  with pytest.raises(train_lib.TrainingError, match="configs/cnn.py"):
+    train_lib.train(config, data_dir, str(workdir), log=id)
+  assert not workdir.exists()
+
+
+def test_corrupt_shard_is_named(data_dir, tmp_path):
+  copy = tmp_path / "data"
+  shutil.copytree(data_dir, copy)
+  shard = copy / records.split_files(data_dir, "train")[0].rsplit("/", 1)[1]
+  size = shard.stat().st_size
+  with open(shard, "r+b") as f:
+    f.truncate(size * 2 // 3)
+  run = _cli(copy, tmp_path / "w", "--config.train.num_steps=20",
+             "--config.train.eval_every=100")
+  line = _error_line(run)
+  assert line.startswith(f"train: error: {shard} is truncated or corrupted")
+  assert "training stopped at step" in line
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 2 MiB tmpfs, unmounted at the end."""
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs",
+                         str(mount)], capture_output=True, text=True)
+  if done.returncode != 0:
+    pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+  try:
+    yield mount
+  finally:
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk, leave):
+  """Fills `disk` up to `leave` free bytes with a file of its own."""
+  free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+  with open(disk / "filler", "ab") as f:
+    f.write(b"\0" * max(free - leave, 0))
+
+
+def test_full_disk_keeps_the_last_complete_checkpoint(data_dir, small_disk):
+  workdir = small_disk / "w"
+  quiet = {"train.eval_every": 100, "train.summary_items": 0}
+  train_lib.train(_config("cnn", **quiet, **{"train.num_steps": 3}),
+                  data_dir, str(workdir), log=id)
+  checkpoints = workdir / "checkpoints"
+  before = _files(checkpoints)
+  weights = [w.numpy() for w in train_lib.restore_network(str(workdir))[0]
+             .weights]
+  # Room for config.json and dataset_info.json, not for a checkpoint.
+  _fill(small_disk, 40 * 1024)
+  run = _cli(data_dir, workdir, "--config.train.num_steps=6",
+             "--config.train.eval_every=100",
+             "--config.train.summary_items=0")
+  assert _error_line(run).startswith(
+      f"train: error: no space left on {checkpoints}; the last complete "
+      f"checkpoint ({checkpoints}/ckpt-3) is kept")
+  # ckpt-3 is whole and the latest; nothing of ckpt-6, no temporary files.
+  assert _files(checkpoints) == before
+  assert not [p for p in os.listdir(workdir) if ".tmp" in p]
+  # A disk full before config.json: the same, with the file named.
+  _fill(small_disk, 0)
+  with pytest.raises(train_lib.TrainingError,
+                     match=f"no space left on {workdir}/config.json"):
+    train_lib.train(_config("cnn", **quiet, **{"train.num_steps": 6}),
+                    data_dir, str(workdir), log=id)
+  assert _files(checkpoints) == before
+  assert not [p for p in os.listdir(workdir) if ".tmp" in p]
+  # With space again, the run resumes from ckpt-3.
+  os.remove(small_disk / "filler")
+  restored = train_lib.restore_network(str(workdir))[0].weights
+  for a, b in zip(weights, restored):
+    np.testing.assert_array_equal(a, b.numpy())
+  out = train_lib.train(_config("cnn", **quiet, **{"train.num_steps": 6}),
+                        data_dir, str(workdir), log=id)
+  assert out["steps"] == 3
 
 
 def test_filterbank_prior_is_the_closed_form_guess(data_dir):
@@ -366,3 +528,141 @@ def test_wall_clock_budget_stops_with_a_checkpoint(data_dir, tmp_path):
   assert 0 < out["steps"] < 100000
   latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
   assert latest.endswith(f"ckpt-{out['steps']}")
+
+
+def test_divergence_monitor_ignores_the_warm_up_and_single_spikes():
+  monitor = train_lib.DivergenceMonitor(factor=10.0, patience=3)
+  # A high start falling fast (warm-up), then noise and one spike.
+  for loss in (50.0, 20.0, 5.0, 1.0, 0.6, 0.5, 0.55, 40.0, 0.5, 0.45):
+    assert not monitor.update(loss)
+  assert monitor.streak == 0
+  # Three logs in a row far above the median: a divergence.
+  assert not monitor.update(2e3)
+  assert not monitor.update(3e5)
+  assert monitor.update(2.7e7)
+  assert monitor.median == pytest.approx(0.6)
+  assert not train_lib.DivergenceMonitor(0.0, 3).update(1e30)  # disabled
+
+
+def test_finite_divergence_stops_and_keeps_the_last_good_checkpoint(
+    data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  every = {"train.log_every": 1, "train.checkpoint_every": 2,
+           "train.eval_every": 1000}
+  # A normal run logging every step: never taken for a divergence, and
+  # every checkpoint is written.
+  lines = []
+  train_lib.train(_config("cnn", **every, **{"train.num_steps": 12}),
+                  data_dir, workdir, log=lines.append)
+  assert not any("not written" in l or "diverged" in l for l in lines)
+  state = tf.train.get_checkpoint_state(os.path.join(workdir, "checkpoints"))
+  assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == [
+      "ckpt-10", "ckpt-12"]
+  good = _files(os.path.join(workdir, "checkpoints"))
+  # The same run resumed with a learning rate that blows the weights up but
+  # keeps the loss finite.
+  lines = []
+  with pytest.raises(train_lib.TrainingError,
+                     match=r"training diverged at step \d+: loss .* vs median "
+                     r".*ckpt-12\) is kept: lower train.learning_rate") as e:
+    train_lib.train(_config("cnn", **every, **{"train.num_steps": 60,
+                                               "train.learning_rate": 1e6}),
+                    data_dir, workdir, log=lines.append)
+  step = int(str(e.value).split("step ")[1].split(":")[0])
+  assert 12 < step < 60
+  assert any("not written" in l for l in lines)  # its weights were bad
+  # The checkpoints are those of the good run, byte for byte.
+  assert _files(os.path.join(workdir, "checkpoints")) == good
+  network, _, _ = train_lib.restore_network(workdir)
+  assert max(float(np.abs(w.numpy()).max()) for w in network.weights) < 100
+
+
+def _cli(data_dir, workdir, *flags_, config="configs/testing.py:cnn",
+         timeout=300, popen=False):
+  cmd = [sys.executable, "-m", "e2s_tf.train", f"--config={config}",
+         f"--data_dir={data_dir}", f"--workdir={workdir}", *flags_]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  if popen:
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def _error_line(run):
+  """The one error line of a failed program run (nothing after it)."""
+  assert run.returncode == 1, run.stderr[-3000:]
+  assert "Traceback" not in run.stderr, run.stderr[-3000:]
+  last = run.stderr.strip().splitlines()[-1]
+  assert last.startswith("train: error: "), run.stderr[-3000:]
+  return last
+
+
+def test_a_second_run_into_a_workdir_in_use_fails_at_once(data_dir,
+                                                          tmp_path):
+  workdir = tmp_path / "w"
+  # Another run holds the workdir: a live process with its lock.
+  holder = subprocess.Popen(
+      [sys.executable, "-c", textwrap.dedent(f"""
+          import sys, time
+          sys.path.insert(0, {ROOT!r})
+          from e2s_tf import fileio
+          with fileio.FolderLock({str(workdir)!r}, "train"):
+            print("locked", flush=True)
+            time.sleep(600)
+          """)], stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    run = _cli(data_dir, workdir, "--config.train.num_steps=2")
+    line = _error_line(run)
+    assert "in use by another run" in line and (
+        f"train, pid {holder.pid} on") in line
+    assert sorted(os.listdir(workdir)) == [".e2s.lock"]  # nothing written
+    # In-process, the same.
+    from e2s_tf import fileio  # pylint: disable=g-import-not-at-top
+    with pytest.raises(fileio.FolderInUse, match=f"pid {holder.pid}"):
+      train_lib.train(_config("cnn"), data_dir, str(workdir), log=id)
+  finally:
+    holder.kill()
+    holder.wait()
+  # The holder was killed (-9): its lock is free and taken over.
+  out = train_lib.train(_config("cnn", **{"train.num_steps": 2,
+                                          "train.eval_every": 100}),
+                        data_dir, str(workdir), log=id)
+  assert out["steps"] == 2
+
+
+def test_a_killed_run_resumes_exactly(data_dir, tmp_path):
+  # A real run killed with SIGKILL after a few checkpoints, resumed here:
+  # the same weights as a straight run (dropout on), the dead run's lock
+  # taken over.
+  flags_ = {"train.num_steps": 1000, "train.checkpoint_every": 3,
+            "train.log_every": 1000, "train.eval_every": 1000,
+            "train.keep_checkpoints": 2}
+  workdir = tmp_path / "killed"
+  proc = _cli(data_dir, workdir, "--config.data.deterministic=true",
+              *[f"--config.{k}={v}" for k, v in flags_.items()], popen=True)
+  state_file = workdir / "checkpoints" / "checkpoint"
+  try:
+    deadline = time.time() + 240
+    while not state_file.exists() and time.time() < deadline:
+      assert proc.poll() is None, proc.communicate()[1][-3000:]
+      time.sleep(0.02)
+    time.sleep(0.3)
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+  assert proc.returncode == -signal.SIGKILL
+  latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+  done = int(latest.rsplit("-", 1)[1])
+  assert done >= 3
+  stop = done + 4
+  lines = []
+  train_lib.train(_config("cnn", **flags_), data_dir, str(workdir),
+                  log=lines.append, stop_at_step=stop)
+  assert any(f"resumed from {latest}" in l for l in lines)
+  straight = str(tmp_path / "straight")
+  train_lib.train(_config("cnn", **flags_), data_dir, straight, log=id,
+                  stop_at_step=stop)
+  assert _config("cnn").model.dropout > 0
+  assert _max_difference(straight, str(workdir)) <= 1e-6
