@@ -17,8 +17,16 @@ _RAMP = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98],
 
 
 def colorize(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
-  """`[H, W]` values -> `[H, W, 3]` uint8 through the colour ramp."""
-  x = np.clip((np.asarray(values, np.float32) - vmin) / max(vmax - vmin, 1e-6),
+  """`[H, W]` values -> `[H, W, 3]` uint8 through the colour ramp.
+
+  Non-finite values (a diverging model's) take the ends of the ramp: NaN and
+  -inf the low end, +inf the high end.
+  """
+  if not (np.isfinite(vmin) and np.isfinite(vmax)):
+    vmin, vmax = 0.0, 1.0
+  values = np.nan_to_num(np.asarray(values, np.float32), nan=vmin,
+                         posinf=vmax, neginf=vmin)
+  x = np.clip((values - vmin) / max(vmax - vmin, 1e-6),
               0.0, 1.0) * (len(_RAMP) - 1)
   lo = np.floor(x).astype(int)
   hi = np.minimum(lo + 1, len(_RAMP) - 1)
@@ -58,7 +66,7 @@ def write_spectrograms(name: str, targets: Sequence[np.ndarray],
 def write_audio(name: str, waveforms: Sequence[np.ndarray], sample_rate: int,
                 step: int):
   for k, w in enumerate(waveforms):
-    w = np.clip(np.asarray(w, np.float32), -1.0, 1.0)
+    w = np.clip(np.nan_to_num(np.asarray(w, np.float32)), -1.0, 1.0)
     tf.summary.audio(f"{name}/{k}", w[None, :, None], sample_rate, step=step)
 
 

@@ -193,12 +193,18 @@ def _resolved(model, data_dir):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir,
                                                                   tmp_path):
   workdir = str(tmp_path / "w")
+  train_lib.train(_config("cnn", **{"train.num_steps": 2,
+                                    "train.eval_every": 100}),
+                  data_dir, workdir, log=id)
+  good = _files(os.path.join(workdir, "checkpoints"))
   config = _config("cnn", **{"train.learning_rate": 1e12,
                              "train.clip_norm": 0.0, "train.warmup_steps": 0,
                              "train.checkpoint_every": 1,
                              "train.num_steps": 50})
-  with pytest.raises(train_lib.TrainingError, match="non-finite loss"):
+  with pytest.raises(train_lib.TrainingError,
+                     match=r"non-finite loss.*ckpt-2\) is kept"):
     train_lib.train(config, data_dir, workdir, log=id)
+  assert _files(os.path.join(workdir, "checkpoints")) == good
   network, _, _ = train_lib.restore_network(workdir)
   assert all(np.all(np.isfinite(w.numpy())) for w in network.weights)
 
@@ -666,3 +672,18 @@ def test_a_killed_run_resumes_exactly(data_dir, tmp_path):
                   stop_at_step=stop)
   assert _config("cnn").model.dropout > 0
   assert _max_difference(straight, str(workdir)) <= 1e-6
+
+
+def test_summaries_draw_a_non_finite_prediction():
+  # A diverging model's validation images must not stop the run.
+  from e2s_tf import summaries  # pylint: disable=g-import-not-at-top
+  target = np.linspace(-11.0, 2.0, 40, dtype=np.float32).reshape(8, 5)
+  prediction = target.copy()
+  prediction[0, 0], prediction[1, 1], prediction[2, 2] = np.nan, np.inf, -np.inf
+  panel = summaries.spectrogram_panel(target, prediction)
+  assert panel.dtype == np.uint8 and panel.shape == (5, 3 * 8 + 8, 3)
+  low, high = summaries.colorize(np.array([[np.nan, np.inf]]), 0.0, 1.0)[0]
+  np.testing.assert_array_equal(low, summaries.colorize(
+      np.array([[0.0]]), 0.0, 1.0)[0, 0])
+  np.testing.assert_array_equal(high, summaries.colorize(
+      np.array([[1.0]]), 0.0, 1.0)[0, 0])
