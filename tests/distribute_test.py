@@ -101,3 +101,7 @@ def test_two_worker_run_on_loopback_leaves_one_checkpoint(speech_data,
   assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == [
       "ckpt-4"]
   assert not [d for d in os.listdir(workdir) if d.startswith(".worker_")]
+  # The chief alone locked the shared workdir (the other worker would have
+  # been refused).
+  with open(workdir / ".e2s.lock") as f:
+    assert json.load(f)["pid"] == procs[0].pid
