@@ -687,3 +687,28 @@ def test_summaries_draw_a_non_finite_prediction():
       np.array([[0.0]]), 0.0, 1.0)[0, 0])
   np.testing.assert_array_equal(high, summaries.colorize(
       np.array([[1.0]]), 0.0, 1.0)[0, 0])
+
+
+def test_training_batches_stay_within_the_frame_budget(tmp_path):
+  # One item 5x the frame budget among short ones: cut into windows, so no
+  # batch (padding included) exceeds frames_per_batch, and no frame is lost.
+  from tests import data_testlib  # pylint: disable=g-import-not-at-top
+  tiny = data_testlib.write_tiny_dataset(
+      tmp_path / "data", {"train": [6000, 300, 450, 500], "valid": [300]})
+  config = _config("cnn")
+  budget = config.data.frames_per_batch
+  assert train_lib.max_item_frames(config) == budget == 1200
+  frames = 0
+  for batch in train_lib.make_train_data(config, tiny.data_dir):
+    b, t = batch["mask"].shape
+    assert b * t <= budget
+    frames += int(batch["length"].numpy().sum())
+  assert frames == 6000 + 300 + 450 + 500
+
+
+def test_training_peak_rss_measures_the_program(data_dir, tmp_path):
+  out = train_lib.training_peak_rss(data_dir, str(tmp_path / "w"),
+                                    config="configs/no_such_config.py")
+  assert out["returncode"] == 1
+  assert out["stderr"][-1].startswith("train: error: config file")
+  assert 50 < out["peak_rss_mb"] < 4000
