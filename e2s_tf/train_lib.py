@@ -2,11 +2,25 @@
 
 `train(config, data_dir, workdir)` trains the model of `config.model.name`
 on `data_dir` (an output of e2s_tf.preprocess). The same call on the same
-workdir resumes at the last checkpoint with the optimiser state and the data
-position, so a run of 5 steps then 5 more equals 10 straight (with
-`config.data.deterministic`).
+workdir resumes at the last checkpoint with the optimiser state, the data
+position and the random state (dropout), so a run of 5 steps then 5 more, or
+one killed and re-run, equals 10 straight (with `config.data.deterministic`).
+
+What a run guarantees for its workdir:
+- one run at a time: the workdir is locked (`fileio.FolderLock`); a second
+  run fails at once naming the first, the lock of a killed run is free;
+- a resume is checked before anything is written: data of another embedder
+  or grid, another model config or a checkpoint that does not fit stop it
+  with what differs, and the workdir stays as it was;
+- config.json and dataset_info.json are replaced whole; a checkpoint that
+  cannot be written (full disk) leaves no file behind and the last complete
+  one stays the latest;
+- a checkpoint is only written with finite weights whose loss is in line
+  with the run's (`DivergenceMonitor`): a NaN/Inf loss or a finite
+  divergence stops the run with the last good checkpoint kept.
 
 Workdir layout:
+    .e2s.lock             the run lock (names the run holding it)
     config.json           the resolved config
     dataset_info.json     the dataset's (normalisation stats, grid, embedder)
     checkpoints/          ckpt-<step>, the last `keep_checkpoints`
@@ -295,8 +309,8 @@ def _make_eval_data(config, data_dir, split="valid", with_audio=False):
   d = config.data
   return data_lib.make_dataset(
       data_dir, split, mode="bucket", frames_per_batch=d.frames_per_batch,
-      max_frames=max_item_frames(config), with_speaker=d.with_speaker, shuffle=False, deterministic=True,
-      with_audio=with_audio)
+      max_frames=max_item_frames(config), with_speaker=d.with_speaker,
+      shuffle=False, deterministic=True, with_audio=with_audio)
 
 
 def _step_inputs(batch):
