@@ -221,3 +221,39 @@ def test_cli_multiprocess_direct_runner(manifest, both, tmp_path):
   bad = subprocess.run(cmd + ["--project=p1"], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
   assert bad.returncode != 0 and "--runner" in bad.stderr
+
+
+def test_pieces_and_a_failed_rerun_as_on_the_local_path(speech_corpus,
+                                                        tmp_path):
+  # A 40 s item cut at 16 s: the pipeline's workers find the same cuts as the
+  # local run (each cut is a function of its own window of audio).
+  import soundfile as sf  # pylint: disable=g-import-not-at-top
+  wav = tmp_path / "long.wav"
+  sf.write(wav, preprocess_lib.speechlike_audio(40.0), 16000,
+           subtype="PCM_16")
+  items = corpus.read_manifest(speech_corpus)[:2]
+  manifest = _write_manifest(tmp_path / "long.jsonl", items + [
+      {"id": "long", "audio": str(wav), "speaker": items[0]["speaker"]}])
+  settings = dict(SETTINGS, valid_fraction=0.0, test_fraction=0.0,
+                  max_item_seconds=16.0)
+  local, beam = str(tmp_path / "local"), tmp_path / "beam"
+  preprocess_lib.run_preprocess(manifest, local, num_workers=1, **settings)
+  info = beam_preprocess.run_beam_preprocess(manifest, str(beam),
+                                             num_workers=1, **settings)
+  assert info["pieces"]["count"] == 4 and info["pieces"]["split_items"] == 1
+  assert _examples(str(beam)) == _examples(local)
+  with open(os.path.join(local, preprocess_lib.PIECES_REPORT)) as f:
+    pieces = f.read()
+  assert (beam / preprocess_lib.PIECES_REPORT).read_text() == pieces
+  # A rerun that fails (every audio gone) leaves the dataset as it was.
+  before = {n: (beam / n).read_bytes() for n in os.listdir(beam)}
+  gone = _write_manifest(tmp_path / "gone.jsonl", [
+      dict(it, audio=str(tmp_path / "nowhere.wav")) for it in items])
+  with pytest.raises(preprocess_lib.PreprocessError,
+                     match="no usable training item"):
+    beam_preprocess.run_beam_preprocess(gone, str(beam), num_workers=1,
+                                        overwrite=True, **settings)
+  after = {n: (beam / n).read_bytes() for n in os.listdir(beam)}
+  assert len(after.pop(preprocess_lib.FAILED_REPORT).splitlines()) == 2
+  after.pop(fileio.LOCK_FILE), before.pop(fileio.LOCK_FILE)
+  assert after == before

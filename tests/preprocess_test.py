@@ -525,3 +525,149 @@ def test_full_disk_is_one_line_and_keeps_the_previous_dataset(
   # Nothing that looks complete or new: the previous dataset, byte for byte.
   assert _snapshot(out) == before
   assert _count_records(out) == 1
+
+
+# ----------------------------------------------------------------------------
+# Long items: pieces at pauses, in the item's split; memory of a piece.
+
+
+@pytest.fixture(scope="module")
+def long_case(tiny_corpus, tmp_path_factory):
+  """The tiny corpus (items of 4-6 s) plus two speech-like items of 40 s and
+  30 s (speakers of the corpus), their logmel as .npy, cut at 16 s: the cuts
+  are searched in the last 3.2 s of each piece, longer than any burst of
+  `speechlike_audio`, so that every search finds a pause."""
+  from e2s_tf import embedders  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("long")
+  logmel = embedders.get_embedder("logmel", CONFIG)
+  items = corpus.read_manifest(tiny_corpus)
+  lines = []
+  for it in items:
+    np.save(root / f"{it['id']}.npy",
+            logmel.embed(audio_lib.load_audio(it["audio"], 16000), it))
+    lines.append(dict(it, embedding=str(root / f"{it['id']}.npy")))
+  whole = {}
+  for seed, (name, seconds, speaker) in enumerate(
+      [("long_a", 40.0, items[0]["speaker"]),
+       ("long_b", 30.0, items[-1]["speaker"])]):
+    wav = preprocess_lib.speechlike_audio(seconds, seed=seed)
+    sf.write(root / f"{name}.wav", wav, 16000, subtype="PCM_16")
+    decoded = audio_lib.load_audio(str(root / f"{name}.wav"), 16000)
+    np.save(root / f"{name}.npy", logmel.embed(decoded, {"id": name}))
+    whole[name] = decoded
+    lines.append({"id": name, "audio": str(root / f"{name}.wav"),
+                  "speaker": speaker, "embedding": str(root / f"{name}.npy")})
+  manifest = _write_lines(root / "manifest.jsonl", lines)
+  settings = dict(split_by="speaker", valid_fraction=0.34, test_fraction=0.34,
+                  seed=0, num_workers=1, progress=False, max_item_seconds=16.0)
+  out = {spec: str(root / spec) for spec in ("logmel", "npy")}
+  infos = {spec: preprocess_lib.run_preprocess(manifest, out[spec], spec,
+                                               **settings)
+           for spec in out}
+  return manifest, whole, out, infos
+
+
+def _pieces(data_dir):
+  with open(os.path.join(data_dir, preprocess_lib.PIECES_REPORT)) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_long_items_become_pieces_cut_at_pauses(long_case):
+  manifest, whole, out, infos = long_case
+  info, rows = infos["logmel"], _pieces(out["logmel"])
+  assert info["pieces"] == {"max_item_seconds": 16.0, "split_items": 2,
+                            "count": len(rows), "report": "pieces.jsonl"}
+  for name, wav in whole.items():
+    mine = [r for r in rows if r["source"] == name]
+    assert [r["id"] for r in mine] == [f"{name}/part-{k:03d}"
+                                       for k in range(len(mine))]
+    assert len(mine) == -(-wav.size // int(0.8 * 16.0 * 16000)) == {
+        "long_a": 4, "long_b": 3}[name]
+    for r in mine:
+      fileio.check_item_id(r["id"])
+    # The pieces tile the item: from its start to its end, no gap, no overlap,
+    # each at most 16 s and at least a fifth of that.
+    assert mine[0]["start"] == 0.0 and mine[-1]["end"] == wav.size / 16000
+    assert all(a["end"] == b["start"] for a, b in zip(mine, mine[1:]))
+    assert all(3.2 <= r["end"] - r["start"] <= 16.0 for r in mine)
+    # Every cut lies on the frame grid, inside a pause (the speech-like bursts
+    # are ~-20 dB, their pauses faint noise at -80 dB).
+    for r in mine[1:]:
+      cut = int(round(r["start"] * 16000))
+      assert cut % CONFIG.frame_step == 0
+      energy = audio_lib.frame_energy_db(
+          wav[cut - CONFIG.frame_length:cut + CONFIG.frame_length], CONFIG)
+      assert energy.max() < -60, (r["id"], energy.max())
+  assert info["num_items"] == 8
+  assert sum(s["num_examples"] for s in info["splits"].values()) == 6 + len(
+      rows)
+
+
+def test_pieces_stay_in_their_items_split_and_frames(long_case):
+  manifest, whole, out, infos = long_case
+  items = {it["id"]: it for it in corpus.read_manifest(manifest)}
+  splits = preprocess_lib.assign_splits(list(items.values()), "speaker", 0.34,
+                                        0.34, seed=0)
+  rows = {r["id"]: r for r in _pieces(out["logmel"])}
+  seen = set()
+  for split in records.SPLITS:
+    for item_id, ex in _read_split(out["logmel"], split).items():
+      source = rows[item_id]["source"] if item_id in rows else item_id
+      assert splits[source] == split, item_id  # no piece leaks across splits
+      seen.add(item_id)
+      if item_id not in rows:
+        continue
+      # A piece is the item's frames from its first sample's frame on.
+      first = int(round(rows[item_id]["start"] * 16000))
+      t = int(ex["length"])
+      wav = whole[source]
+      np.testing.assert_array_equal(ex["audio"],
+                                    wav[first:first + CONFIG.num_samples(t)])
+      reference = spectral.numpy_log_stft(wav, CONFIG)
+      _assert_same_log_stft(ex["log_stft"], reference[
+          first // CONFIG.frame_step:first // CONFIG.frame_step + t])
+  assert seen == (set(items) - set(whole)) | set(rows)
+  # Precomputed embeddings of the whole item are cut with it, frame-exact.
+  npy = {}
+  for split in records.SPLITS:
+    npy.update(_read_split(out["npy"], split))
+  assert sorted(npy) == sorted(seen)
+  assert _pieces(out["npy"]) == _pieces(out["logmel"])
+  for item_id, row in rows.items():
+    full = np.load(items[row["source"]]["embedding"])
+    first = int(round(row["start"] * 16000)) // CONFIG.frame_step
+    t = int(npy[item_id]["length"])
+    np.testing.assert_array_equal(npy[item_id]["embedding"],
+                                  full[first:first + t])
+
+
+def test_piece_ids_and_plans(tmp_path):
+  assert preprocess_lib.plan_pieces(32000, 2.0, CONFIG) is None
+  assert preprocess_lib.plan_pieces(10 ** 9, 0, CONFIG) is None
+  assert preprocess_lib.plan_pieces(32001, 2.0, CONFIG) == {
+      "count": 2, "length": 32001, "window": 6400}
+  assert preprocess_lib.piece_ids("a/b", 2) == ["a/b/part-000", "a/b/part-001"]
+  assert preprocess_lib.piece_ids("x", 1001)[-1] == "x/part-1000"
+  with pytest.raises(fileio.InvalidItemId, match="at most 200"):
+    preprocess_lib.piece_ids("x" * 195, 2)
+  # A piece id taken by another item is refused before anything is written.
+  wav = tmp_path / "a.wav"
+  sf.write(wav, preprocess_lib.speechlike_audio(3.0), 16000, subtype="PCM_16")
+  manifest = _write_lines(tmp_path / "m.jsonl", [
+      {"id": "a", "audio": str(wav)}, {"id": "a/part-001", "audio": str(wav),
+                                       "start": 0.0, "end": 1.0}])
+  out = tmp_path / "out"
+  with pytest.raises(preprocess_lib.PreprocessError,
+                     match="'a/part-001' is taken by another item"):
+    preprocess_lib.run_preprocess(manifest, str(out), split_by="utterance",
+                                  valid_fraction=0, test_fraction=0,
+                                  max_item_seconds=2.0, progress=False)
+  assert not [n for n in os.listdir(out) if n != fileio.LOCK_FILE]
+
+
+def test_memory_of_a_long_item_is_that_of_its_pieces(tmp_path):
+  # Without pieces (and region decoding) 2 minutes cost ~250 MiB more than
+  # 4 s; with them, what one 2 s piece costs.
+  short = preprocess_lib.peak_rss_mib(4.0, 2.0, str(tmp_path))
+  long = preprocess_lib.peak_rss_mib(120.0, 2.0, str(tmp_path))
+  assert long < short + 40, (short, long)
