@@ -663,6 +663,22 @@ def test_piece_ids_and_plans(tmp_path):
                                   valid_fraction=0, test_fraction=0,
                                   max_item_seconds=2.0, progress=False)
   assert not [n for n in os.listdir(out) if n != fileio.LOCK_FILE]
+  # A long region of a file: its pieces tile the region, in file seconds.
+  region = _write_lines(tmp_path / "region.jsonl", [
+      {"id": "r", "audio": str(wav), "start": 0.5, "end": 2.9}])
+  info = preprocess_lib.run_preprocess(
+      region, str(out), split_by="utterance", valid_fraction=0,
+      test_fraction=0, max_item_seconds=2.0, num_workers=1, progress=False)
+  rows = _pieces(str(out))
+  assert [r["id"] for r in rows] == ["r/part-000", "r/part-001"]
+  assert (rows[0]["start"], rows[0]["end"], rows[1]["end"]) == (
+      0.5, rows[1]["start"], 2.9)
+  assert info["num_items"] == 1 and info["pieces"]["count"] == 2
+  decoded = audio_lib.load_audio(str(wav), 16000)
+  for item_id, ex in _read_split(str(out), "train").items():
+    first = int(round(rows[int(item_id[-1])]["start"] * 16000))
+    np.testing.assert_array_equal(
+        ex["audio"], decoded[first:first + ex["audio"].size])
 
 
 def test_memory_of_a_long_item_is_that_of_its_pieces(tmp_path):
