@@ -2,7 +2,7 @@
 
     results = bench_lib.run(work_dir="/tmp/e2s_bench", out="bench.json")
 
-Six benchmarks (`BENCHMARKS`), each a function `(Bench) -> figures` whose
+Seven benchmarks (`BENCHMARKS`), each a function `(Bench) -> figures` whose
 figures (a JSON object) land under `results["benchmarks"][name]` together
 with the machine's load average around it, and whose one-line summary is
 printed:
@@ -26,6 +26,10 @@ printed:
                    an epoch of bucketed batches.
   preprocess       audio seconds that `preprocess_lib.run_preprocess` (logmel)
                    prepares per wall second.
+  memory           peak memory of preprocessing a 10-minute item (cut into
+                   pieces at pauses, against in one piece) and of training on
+                   it (cut into windows within the frame budget, against
+                   short items).
 
 Frames are valid (unpadded) frames throughout, as `train_lib.train` counts
 them. Times are best-of-N after a warm-up call; competing timings (ours and
@@ -40,6 +44,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -48,6 +53,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import keras
 import ml_collections
 import numpy as np
+import soundfile
 import tensorflow as tf
 
 from configs import base as base_config
@@ -92,6 +98,8 @@ class Sizes:
     train_batches: batches of the training benchmark (with XLA they are
       timed over one pass: on 2 cores a `gan` step compiles for about a
       minute and runs for as long).
+    long_item_seconds: the long item of the memory benchmark.
+    memory_train_steps: train steps of the memory benchmark.
   """
   config: str
   corpus_speakers: int
@@ -110,6 +118,8 @@ class Sizes:
   models: tuple[str, ...]
   xla_models: tuple[str, ...]
   train_batches: int
+  long_item_seconds: float
+  memory_train_steps: int
 
 
 SIZES = {
@@ -119,14 +129,16 @@ SIZES = {
                   batch_sizes=(1, 8), repeats=5, pipeline_epochs=3,
                   step_batches=4, step_passes=3, profile_steps=(2, 7),
                   models=("cnn", "multiscale", "gan"),
-                  xla_models=("cnn", "multiscale", "gan"), train_batches=1),
+                  xla_models=("cnn", "multiscale", "gan"), train_batches=1,
+                  long_item_seconds=600.0, memory_train_steps=10),
     "quick": Sizes(config="testing", corpus_speakers=3, corpus_utterances=4,
                    split_by="utterance", valid_fraction=0.2,
                    test_fraction=0.2, speech_seconds=1.0,
                    griffin_lim_iterations=4, batch_sizes=(1, 2), repeats=1,
                    pipeline_epochs=1, step_batches=1, step_passes=1,
                    profile_steps=(1, 3), models=("cnn", "multiscale", "gan"),
-                   xla_models=("cnn",), train_batches=1),
+                   xla_models=("cnn",), train_batches=1,
+                   long_item_seconds=40.0, memory_train_steps=2),
 }
 
 GRIFFIN_LIM_MOMENTUM = export_lib.GRIFFIN_LIM_MOMENTUM
@@ -627,6 +639,166 @@ def _line_preprocess(f: Mapping[str, Any]) -> str:
           "s per s")
 
 
+# ----------------------------------------------------------------------------
+# Peak memory of a program run.
+
+
+# The launcher: a small process that starts the measured program and reports
+# its rusage. Started straight from a large process (this one, after the other
+# benchmarks), the program would count the large one's resident pages: Linux
+# records the high-water RSS of the address space that `exec` leaves, and a
+# child made by fork/vfork starts from its parent's.
+_LAUNCHER = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+  fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+  os.dup2(fd, 1)
+  os.dup2(fd, 2)
+  os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps({"maxrss_kib": usage.ru_maxrss,
+                  "returncode": os.waitstatus_to_exitcode(status)}))
+"""
+
+
+def run_measuring_memory(command: Sequence[str], log_path: str,
+                         timeout: float = 1800.0) -> dict[str, Any]:
+  """Runs `command` (from the repository root) and reads its peak memory.
+
+  The peak is `ru_maxrss` of the program's process (with its descendants'
+  that it waited for), from `os.wait4` in a small launcher process (see
+  `_LAUNCHER`), so nothing of this process counts.
+
+  Args:
+    command: the program and its arguments; `command[0]` an absolute path
+      (e.g. `sys.executable`).
+    log_path: where its stdout and stderr go.
+    timeout: seconds before it is killed.
+
+  Returns:
+    `peak_rss_mib`, `seconds`, `returncode` and `output_tail` (its last 3
+    lines of output).
+
+  Raises:
+    TimeoutError: it ran past `timeout` seconds (then it is killed).
+  """
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  start = time.perf_counter()
+  launcher = subprocess.Popen(
+      [sys.executable, "-S", "-c", _LAUNCHER, log_path, *command], cwd=root,
+      env=env, stdout=subprocess.PIPE, start_new_session=True)
+  try:
+    report, _ = launcher.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    os.killpg(launcher.pid, 9)
+    launcher.wait()
+    raise TimeoutError(f"{' '.join(command)} ran past {timeout:.0f} s"
+                       ) from None
+  usage = json.loads(report)
+  with open(log_path, errors="replace") as f:
+    tail = f.read().strip().splitlines()[-3:]
+  return {"peak_rss_mib": usage["maxrss_kib"] / 1024.0,  # KiB on Linux
+          "seconds": time.perf_counter() - start,
+          "returncode": usage["returncode"], "output_tail": tail}
+
+
+def _checked(run: dict[str, Any], what: str) -> dict[str, Any]:
+  if run["returncode"] != 0:
+    raise RuntimeError(f"{what} failed ({run['returncode']}): "
+                       + " | ".join(run["output_tail"]))
+  return run
+
+
+def preprocess_memory(work_dir: str, audio_seconds: float,
+                      max_item_seconds: float = (
+                          preprocess_lib.DEFAULT_MAX_ITEM_SECONDS)
+                      ) -> dict[str, Any]:
+  """Peak memory of `python -m e2s_tf.preprocess` on one long item.
+
+  Writes a speech-like item of `audio_seconds` (`corpus.speechlike_audio`,
+  16-bit WAV) and its manifest under `work_dir`, preprocesses it (logmel, one
+  worker process, everything in the train split) into
+  `work_dir/out-<seconds>-<max_item_seconds>` and returns
+  `run_measuring_memory`'s figures plus `out_dir`.
+  """
+  os.makedirs(work_dir, exist_ok=True)
+  wav = os.path.join(work_dir, f"long-{audio_seconds:g}.wav")
+  soundfile.write(wav, corpus.speechlike_audio(audio_seconds), 16000,
+                  subtype="PCM_16")
+  manifest = os.path.join(work_dir, f"long-{audio_seconds:g}.jsonl")
+  corpus.write_manifest([{"id": "long", "audio": wav, "speaker": "a"}],
+                        manifest)
+  out_dir = os.path.join(work_dir,
+                         f"out-{audio_seconds:g}-{max_item_seconds:g}")
+  command = [sys.executable, "-m", "e2s_tf.preprocess",
+             f"--manifest={manifest}", f"--out_dir={out_dir}",
+             "--embedder=logmel", "--split_by=utterance",
+             "--valid_fraction=0", "--test_fraction=0", "--num_workers=1",
+             f"--max_item_seconds={max_item_seconds:g}", "--overwrite"]
+  run = run_measuring_memory(command, out_dir + ".log")
+  return {**_checked(run, " ".join(command)), "out_dir": out_dir}
+
+
+def train_memory(data_dir: str, workdir: str, config: str,
+                 overrides: Sequence[str] = ()) -> dict[str, Any]:
+  """Peak memory of `python -m e2s_tf.train` (a fresh `workdir`)."""
+  shutil.rmtree(workdir, ignore_errors=True)
+  command = [sys.executable, "-m", "e2s_tf.train", f"--config={config}",
+             f"--data_dir={data_dir}", f"--workdir={workdir}", *overrides]
+  run = run_measuring_memory(command, workdir + ".log")
+  return _checked(run, " ".join(command))
+
+
+def bench_memory(bench: Bench) -> dict[str, Any]:
+  """Peak memory of preprocessing and training one long item.
+
+  Preprocessing: a `long_item_seconds` item with the default
+  `--max_item_seconds` (cut into pieces at pauses) against the same item in
+  one piece (`--max_item_seconds=0`, what preprocessing did before).
+  Training: the one-piece item's dataset (a single record of
+  `long_item_seconds`, longer than the frame budget: cut into windows of at
+  most `frames_per_batch` frames) against the corpus of short items, both
+  `memory_train_steps` steps of the default model.
+  """
+  s = bench.sizes
+  work = os.path.join(bench.work_dir, "memory")
+  seconds = s.long_item_seconds
+  default = preprocess_memory(work, seconds)
+  whole = preprocess_memory(work, seconds, max_item_seconds=0)
+  config = (f"configs/{DEFAULT_MODEL}.py" if s.config == "base"
+            else f"configs/testing.py:{DEFAULT_MODEL}")
+  flags = [f"--config.train.num_steps={s.memory_train_steps}",
+           "--config.train.eval_every=1000000",
+           "--config.train.checkpoint_every=1000000",
+           "--config.train.max_minutes=0"]
+  budget = bench.config(DEFAULT_MODEL).data.frames_per_batch
+  long_train = train_memory(whole["out_dir"], os.path.join(work, "train-long"),
+                            config, flags)
+  short_train = train_memory(bench.data_dir, os.path.join(work, "train-short"),
+                             config, flags)
+  return {
+      "item_seconds": seconds,
+      "max_item_seconds": preprocess_lib.DEFAULT_MAX_ITEM_SECONDS,
+      "preprocess_mib": default["peak_rss_mib"],
+      "preprocess_whole_item_mib": whole["peak_rss_mib"],
+      "train_config": config, "train_steps": s.memory_train_steps,
+      "frames_per_batch": budget,
+      "train_long_item_mib": long_train["peak_rss_mib"],
+      "train_short_items_mib": short_train["peak_rss_mib"],
+      "train_ratio": long_train["peak_rss_mib"] / short_train["peak_rss_mib"],
+  }
+
+
+def _line_memory(f: Mapping[str, Any]) -> str:
+  return (f"{f['item_seconds']:g} s item: preprocess {f['preprocess_mib']:.0f}"
+          f" MiB (in one piece {f['preprocess_whole_item_mib']:.0f} MiB); "
+          f"train {f['train_long_item_mib']:.0f} MiB vs "
+          f"{f['train_short_items_mib']:.0f} MiB on short items "
+          f"({f['train_ratio']:.2f}x)")
+
+
 @dataclasses.dataclass(frozen=True)
 class Benchmark:
   """A benchmark: `run(bench) -> figures`, `line(figures) -> summary`."""
@@ -643,6 +815,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("inference", bench_inference, _line_inference),
         Benchmark("training", bench_training, _line_training),
         Benchmark("preprocess", bench_preprocess, _line_preprocess),
+        Benchmark("memory", bench_memory, _line_memory),
     )
 }
 
@@ -784,6 +957,16 @@ def performance_table(results: Mapping[str, Any]) -> str:
     f = b["preprocess"]
     add("preprocess", f"logmel, {f['items']} items, {f['workers']} workers",
         f"**{f['audio_seconds_per_sec']:.0f}** audio s per s")
+  if "memory" in b:
+    f = b["memory"]
+    add("memory", f"preprocess one {f['item_seconds']:g} s item "
+        f"(--max_item_seconds={f['max_item_seconds']:g}; in one piece)",
+        f"**{f['preprocess_mib']:.0f} MiB** "
+        f"({f['preprocess_whole_item_mib']:.0f} MiB)")
+    add("memory", f"train {f['train_steps']} steps of {f['train_config']} "
+        f"on it ({f['frames_per_batch']} frames/batch) / on short items",
+        f"{f['train_long_item_mib']:.0f} / {f['train_short_items_mib']:.0f} "
+        f"MiB = **{f['train_ratio']:.2f}x**")
   head = ("| benchmark | measure | result | target |\n"
           "|---|---|---|---|")
   return "\n".join([head] + rows)

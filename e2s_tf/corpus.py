@@ -375,6 +375,27 @@ def synthesize(utterance: Utterance, sample_rate: int = 16000) -> np.ndarray:
   return np.concatenate(pieces)
 
 
+def speechlike_audio(seconds: float, sample_rate: int = 16000,
+                     seed: int = 0) -> np.ndarray:
+  """`[samples]` float32 stand-in for speech: voiced bursts of 0.8-3 s
+  (a harmonic tone with a syllable-rate tremolo) between pauses of 0.15-0.8 s
+  of faint noise. Deterministic for a seed."""
+  rng = np.random.default_rng(seed)
+  total = int(seconds * sample_rate)
+  parts, n = [], 0
+  while n < total:
+    size = int(rng.uniform(0.8, 3.0) * sample_rate)
+    t = np.arange(size) / sample_rate
+    f0 = rng.uniform(90.0, 220.0)
+    tone = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 12))
+    envelope = np.sqrt(np.sin(np.pi * np.arange(size) / size))
+    parts.append(0.2 * tone * envelope * (1 + 0.3 * np.sin(2 * np.pi * 4 * t)))
+    gap = int(rng.uniform(0.15, 0.8) * sample_rate)
+    parts.append(rng.standard_normal(gap) * 1e-4)
+    n += size + gap
+  return np.concatenate(parts)[:total].astype(np.float32)
+
+
 # --------------------------------------------------------------------------
 # Manifests.
 

@@ -45,9 +45,6 @@ import multiprocessing
 import os
 import random
 import re
-import subprocess
-import sys
-import tempfile
 import time
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
@@ -1179,77 +1176,3 @@ def run_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
       discard(out_dir)
       raise
     return finish(plan, summary, start, max_rejected_fraction, progress)
-
-
-# ----------------------------------------------------------------------------
-# Peak memory of one long item (for the benchmark suite).
-
-
-def speechlike_audio(seconds: float, sample_rate: int = 16000,
-                     seed: int = 0) -> np.ndarray:
-  """`[samples]` float32 stand-in for speech: voiced bursts of 0.8-3 s
-  (a harmonic tone with a syllable-rate tremolo) between pauses of 0.15-0.8 s
-  of faint noise. Deterministic for a seed."""
-  rng = np.random.default_rng(seed)
-  total = int(seconds * sample_rate)
-  parts, n = [], 0
-  while n < total:
-    size = int(rng.uniform(0.8, 3.0) * sample_rate)
-    t = np.arange(size) / sample_rate
-    f0 = rng.uniform(90.0, 220.0)
-    tone = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 12))
-    envelope = np.sqrt(np.sin(np.pi * np.arange(size) / size))
-    parts.append(0.2 * tone * envelope * (1 + 0.3 * np.sin(2 * np.pi * 4 * t)))
-    gap = int(rng.uniform(0.15, 0.8) * sample_rate)
-    parts.append(rng.standard_normal(gap) * 1e-4)
-    n += size + gap
-  return np.concatenate(parts)[:total].astype(np.float32)
-
-
-def peak_rss_mib(audio_seconds: float = 600.0,
-                 max_item_seconds: float = DEFAULT_MAX_ITEM_SECONDS,
-                 work_dir: Optional[str] = None,
-                 embedder_spec: str = "logmel") -> float:
-  """Peak resident memory (MiB) of `python -m e2s_tf.preprocess` on one item.
-
-  Writes a speech-like item of `audio_seconds` (`speechlike_audio`, 16-bit
-  WAV) and its manifest under `work_dir` (a temporary folder when None), runs
-  the program on it in one process (`--num_workers=1`, so the item is
-  processed where it is measured) with `--max_item_seconds`, and returns the
-  child's `ru_maxrss` (of that process alone, from `os.wait4`).
-
-  Raises:
-    PreprocessError: the run failed (its last output lines in the message).
-  """
-  import soundfile  # pylint: disable=g-import-not-at-top
-  with contextlib.ExitStack() as stack:
-    if work_dir is None:
-      work_dir = stack.enter_context(tempfile.TemporaryDirectory())
-    os.makedirs(work_dir, exist_ok=True)
-    wav = os.path.join(work_dir, "long.wav")
-    soundfile.write(wav, speechlike_audio(audio_seconds), 16000,
-                    subtype="PCM_16")
-    manifest = os.path.join(work_dir, "manifest.jsonl")
-    with open(manifest, "w") as f:
-      f.write(json.dumps({"id": "long", "audio": wav, "speaker": "a"}) + "\n")
-    out_dir = os.path.join(work_dir, f"out-{audio_seconds:g}-"
-                           f"{max_item_seconds:g}")
-    command = [sys.executable, "-m", "e2s_tf.preprocess",
-               f"--manifest={manifest}", f"--out_dir={out_dir}",
-               f"--embedder={embedder_spec}", "--split_by=utterance",
-               "--valid_fraction=0", "--test_fraction=0", "--num_workers=1",
-               f"--max_item_seconds={max_item_seconds}", "--overwrite"]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    log = os.path.join(work_dir, "preprocess.log")
-    with open(log, "w") as f:
-      child = subprocess.Popen(command, cwd=root, env=env, stdout=f,
-                               stderr=subprocess.STDOUT)
-      _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-      with open(log) as f:
-        tail = " | ".join(f.read().strip().splitlines()[-3:])
-      raise PreprocessError(f"{' '.join(command)} failed "
-                            f"({child.returncode}): {tail}")
-    return usage.ru_maxrss / 1024.0  # KiB on Linux

@@ -36,9 +36,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from typing import Any, Optional, Sequence
 
@@ -981,51 +978,6 @@ def _loop(config, info, data_dir, workdir, strategy, chief, profile, log,
           "steps": int(step) - start_step, "wall_seconds": total,
           "frames": frames_total,
           "frames_per_sec": frames_total / max(total, 1e-9)}
-
-
-def training_peak_rss(data_dir: str, workdir: str,
-                      config: str = "configs/testing.py:multiscale",
-                      overrides: Sequence[str] = (), timeout: float = 1800.0,
-                      python: Optional[str] = None) -> dict[str, Any]:
-  """Peak resident memory of a `python -m e2s_tf.train` run, for benchmarks.
-
-  Runs the program in a child process (the peak of this process would count
-  whatever it did before) from the repository root and reads the child's
-  own `ru_maxrss` when it exits.
-
-  Args:
-    data_dir, workdir: as for the program (use a fresh workdir).
-    config: the `--config` value.
-    overrides: further flags, e.g. `["--config.train.num_steps=10"]`.
-    timeout: seconds before the child is killed (then TimeoutError).
-    python: the interpreter; default this one.
-
-  Returns:
-    dict: `peak_rss_mb`, `seconds`, `returncode` and the last `stderr` lines.
-  """
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  cmd = [python or sys.executable, "-m", "e2s_tf.train", f"--config={config}",
-         f"--data_dir={data_dir}", f"--workdir={workdir}", *overrides]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  start = time.time()
-  with tempfile.TemporaryFile() as err:
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL,
-                            stderr=err)
-    while True:
-      pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-      if pid:
-        break
-      if time.time() - start > timeout:
-        proc.kill()
-        os.wait4(proc.pid, 0)
-        raise TimeoutError(f"{' '.join(cmd)} ran past {timeout:.0f} s")
-      time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err.seek(0)
-    tail = err.read().decode(errors="replace").strip().splitlines()[-5:]
-  return {"peak_rss_mb": usage.ru_maxrss / 1024.0,  # kilobytes on Linux
-          "seconds": time.time() - start, "returncode": proc.returncode,
-          "stderr": tail}
 
 
 def restore_network(workdir: str) -> tuple[keras.Model, ml_collections.ConfigDict,

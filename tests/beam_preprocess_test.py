@@ -229,7 +229,7 @@ def test_pieces_and_a_failed_rerun_as_on_the_local_path(speech_corpus,
   # local run (each cut is a function of its own window of audio).
   import soundfile as sf  # pylint: disable=g-import-not-at-top
   wav = tmp_path / "long.wav"
-  sf.write(wav, preprocess_lib.speechlike_audio(40.0), 16000,
+  sf.write(wav, corpus.speechlike_audio(40.0), 16000,
            subtype="PCM_16")
   items = corpus.read_manifest(speech_corpus)[:2]
   manifest = _write_manifest(tmp_path / "long.jsonl", items + [

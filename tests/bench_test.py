@@ -92,10 +92,13 @@ def test_filler_covers_every_mode(quick_results):
 
 def test_inference_rtf(quick_results):
   figures = quick_results[1]["benchmarks"]["inference"]
-  for row in figures["batches"].values():
+  for batch, row in ((int(b), r) for b, r in figures["batches"].items()):
     assert _positive(row["rtf"]) and _positive(row["decoder_rtf"])
-    # The waveform endpoint runs the decoder and then Griffin-Lim.
-    assert row["waveform_s"] > row["spectrogram_s"]
+    # RTF is the endpoint's time over the audio time of the batch.
+    for endpoint, rtf in (("waveform_s", "rtf"), ("spectrogram_s",
+                                                  "decoder_rtf")):
+      assert row[rtf] == pytest.approx(
+          row[endpoint] / (batch * figures["speech_seconds"]))
 
 
 def test_training_times_every_model(quick_results):
@@ -121,6 +124,32 @@ def test_preprocess_counts_the_corpus_audio(quick_results, speech_data):
       sum(s["num_audio_seconds"] for s in splits))
   assert figures["audio_seconds_per_sec"] == pytest.approx(
       figures["audio_seconds"] / figures["wall_seconds"])
+
+
+def test_memory_of_a_long_item(quick_results):
+  f = quick_results[1]["benchmarks"]["memory"]
+  assert f["item_seconds"] == bench_lib.SIZES["quick"].long_item_seconds
+  assert f["frames_per_batch"] == 1200  # configs/testing.py
+  for key in ("preprocess_mib", "preprocess_whole_item_mib",
+              "train_long_item_mib", "train_short_items_mib"):
+    assert 100 < f[key] < 8000, key
+  # In pieces, the item costs less than in one piece.
+  assert f["preprocess_mib"] < f["preprocess_whole_item_mib"]
+  assert f["train_ratio"] == pytest.approx(
+      f["train_long_item_mib"] / f["train_short_items_mib"])
+
+
+def test_run_measuring_memory_reports_a_failed_program(tmp_path):
+  log = str(tmp_path / "train.log")
+  run = bench_lib.run_measuring_memory(
+      [sys.executable, "-m", "e2s_tf.train", "--config=configs/nothere.py",
+       "--data_dir=x", "--workdir=y"], log)
+  assert run["returncode"] == 1
+  assert run["output_tail"][-1] == ("train: error: config file "
+                                    "configs/nothere.py not found")
+  assert 20 < run["peak_rss_mib"] < 4000
+  with pytest.raises(RuntimeError, match="config file"):
+    bench_lib.train_memory("x", str(tmp_path / "w"), "configs/nothere.py")
 
 
 def test_performance_table_has_a_row_per_figure(quick_results):

@@ -16,6 +16,7 @@ import soundfile as sf
 import tensorflow as tf
 
 from e2s_tf import audio as audio_lib
+from e2s_tf import bench_lib
 from e2s_tf import corpus
 from e2s_tf import fileio
 from e2s_tf import preprocess_lib
@@ -550,7 +551,7 @@ def long_case(tiny_corpus, tmp_path_factory):
   for seed, (name, seconds, speaker) in enumerate(
       [("long_a", 40.0, items[0]["speaker"]),
        ("long_b", 30.0, items[-1]["speaker"])]):
-    wav = preprocess_lib.speechlike_audio(seconds, seed=seed)
+    wav = corpus.speechlike_audio(seconds, seed=seed)
     sf.write(root / f"{name}.wav", wav, 16000, subtype="PCM_16")
     decoded = audio_lib.load_audio(str(root / f"{name}.wav"), 16000)
     np.save(root / f"{name}.npy", logmel.embed(decoded, {"id": name}))
@@ -652,7 +653,7 @@ def test_piece_ids_and_plans(tmp_path):
     preprocess_lib.piece_ids("x" * 195, 2)
   # A piece id taken by another item is refused before anything is written.
   wav = tmp_path / "a.wav"
-  sf.write(wav, preprocess_lib.speechlike_audio(3.0), 16000, subtype="PCM_16")
+  sf.write(wav, corpus.speechlike_audio(3.0), 16000, subtype="PCM_16")
   manifest = _write_lines(tmp_path / "m.jsonl", [
       {"id": "a", "audio": str(wav)}, {"id": "a/part-001", "audio": str(wav),
                                        "start": 0.0, "end": 1.0}])
@@ -684,6 +685,6 @@ def test_piece_ids_and_plans(tmp_path):
 def test_memory_of_a_long_item_is_that_of_its_pieces(tmp_path):
   # Without pieces (and region decoding) 2 minutes cost ~250 MiB more than
   # 4 s; with them, what one 2 s piece costs.
-  short = preprocess_lib.peak_rss_mib(4.0, 2.0, str(tmp_path))
-  long = preprocess_lib.peak_rss_mib(120.0, 2.0, str(tmp_path))
+  short = bench_lib.preprocess_memory(str(tmp_path), 4.0, 2.0)["peak_rss_mib"]
+  long = bench_lib.preprocess_memory(str(tmp_path), 120.0, 2.0)["peak_rss_mib"]
   assert long < short + 40, (short, long)

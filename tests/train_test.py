@@ -704,11 +704,3 @@ def test_training_batches_stay_within_the_frame_budget(tmp_path):
     assert b * t <= budget
     frames += int(batch["length"].numpy().sum())
   assert frames == 6000 + 300 + 450 + 500
-
-
-def test_training_peak_rss_measures_the_program(data_dir, tmp_path):
-  out = train_lib.training_peak_rss(data_dir, str(tmp_path / "w"),
-                                    config="configs/no_such_config.py")
-  assert out["returncode"] == 1
-  assert out["stderr"][-1].startswith("train: error: config file")
-  assert 50 < out["peak_rss_mb"] < 4000
