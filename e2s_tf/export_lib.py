@@ -30,12 +30,8 @@ outputs than e2s_export.json describes, naming the endpoint and what differs.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Mapping, Optional
 
 from google.protobuf import message as protobuf_message
@@ -142,17 +138,13 @@ def export_network(network, config, info, export_dir: str,
     The export JSON.
 
   Raises:
-    ExportError: `export_dir` holds something else than an export and not
-      `overwrite`; nothing is written.
+    fileio.FolderNotReplaceable: `export_dir` holds something else than an
+      export and not `overwrite`; nothing is written.
     fileio.FolderInUse: another export into `export_dir` is running.
     OSError: writing failed (errno ENOSPC for a full disk, whether the
       SavedModel writer or Python failed); the temporary folder is removed
       and `export_dir` is as before.
   """
-  target = os.path.abspath(export_dir)
-  parent, name = os.path.split(target)
-  if not name:
-    raise ExportError(f"--export_dir={export_dir} names no folder")
   stft = spectral.StftConfig.from_dict(info["stft"])
   with_speaker = bool(config.data.get("with_speaker", False)) and (
       config.model.get("speaker_conditioning", "none") != "none")
@@ -176,94 +168,15 @@ def export_network(network, config, info, export_dir: str,
                          + ") -> log_stft [B,T,F]",
           "waveform": "(same) -> audio [B,S] f32, audio_lengths [B] i32"},
   }
-  with fileio.FolderLock(os.path.join(parent, f".{name}.lock"), "export"):
-    _check_replaceable(target, export_dir, overwrite)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-")
-    try:
-      os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 is not an export's
-      tf.saved_model.save(module, tmp, signatures={
-          "spectrogram": module.spectrogram, "waveform": module.waveform})
-      with open(os.path.join(tmp, EXPORT_JSON), "w") as f:
-        json.dump(meta, f, indent=1, default=list)
-      _swap_in(tmp, target)
-    except BaseException as e:
-      _remove(tmp)
-      if not isinstance(e, OSError) and fileio.is_no_space(e):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
-                      export_dir) from None
-      raise
-    _remove(tmp)  # what was there before, exchanged into tmp
+  def write(tmp):
+    tf.saved_model.save(module, tmp, signatures={
+        "spectrogram": module.spectrogram, "waveform": module.waveform})
+    with open(os.path.join(tmp, EXPORT_JSON), "w") as f:
+      json.dump(meta, f, indent=1, default=list)
+
+  fileio.write_folder(export_dir, write, marker=EXPORT_JSON,
+                      overwrite=overwrite, program="export")
   return meta
-
-
-def _umask() -> int:
-  mask = os.umask(0o22)
-  os.umask(mask)
-  return mask
-
-
-def _check_replaceable(target: str, shown: str, overwrite: bool) -> None:
-  """Lets a previous export (or an empty folder) be replaced, else refuses."""
-  if overwrite or not os.path.lexists(target):
-    return
-  if os.path.isdir(target):
-    entries = os.listdir(target)
-    if not entries or EXPORT_JSON in entries:
-      return
-    what = f"holds {len(entries)} entries and no {EXPORT_JSON}"
-  else:
-    what = "is a file"
-  raise ExportError(f"{shown} exists and is not an export ({what}); pass "
-                    "--overwrite to replace it, or choose another --export_dir")
-
-
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-
-
-def _exchange(a: str, b: str) -> bool:
-  """Swaps the paths `a` and `b` atomically (Linux renameat2); False when
-  this system or file system cannot."""
-  try:
-    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-  except (OSError, AttributeError):
-    return False
-  renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
-                        ctypes.c_char_p, ctypes.c_uint]
-  if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
-               _RENAME_EXCHANGE) == 0:
-    return True
-  code = ctypes.get_errno()
-  if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-    return False
-  raise OSError(code, os.strerror(code), b)
-
-
-def _swap_in(new: str, target: str) -> None:
-  """Puts folder `new` at `target`; what `target` held is then at `new`."""
-  if not os.path.lexists(target):
-    os.rename(new, target)
-    return
-  if _exchange(new, target):
-    return
-  # No atomic exchange: move the old one aside into `new`, then rename.
-  parent, name = os.path.split(target)
-  aside = tempfile.mkdtemp(dir=parent, prefix=f".{name}.old-")
-  os.rename(target, os.path.join(aside, name))
-  try:
-    os.rename(new, target)
-  except BaseException:
-    os.rename(os.path.join(aside, name), target)
-    os.rmdir(aside)
-    raise
-  os.rename(aside, new)
-
-
-def _remove(path: str) -> None:
-  if os.path.islink(path) or os.path.isfile(path):
-    os.remove(path)
-  elif os.path.isdir(path):
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def read_export_json(export_dir: str) -> dict[str, Any]:

@@ -16,20 +16,27 @@ Three rules of DESIGN.md meet here:
   names the holder (program, pid, host, start) for the message a second run
   prints.
 
+`write_folder` writes an output that is a whole folder (an export) so that
+the folder always holds a complete one: built in a temporary sibling, then
+swapped in; only a previous output of the same kind is replaced.
+
 `describe_os_error` turns an `OSError` into the one line a main prints, with
 "no space left on <path>" for a full disk.
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import errno
 import fcntl
 import json
 import os
 import re
+import shutil
 import socket
-from typing import Any, Optional
+import tempfile
+from typing import Any, Callable, Optional
 
 MAX_ID_LENGTH = 200
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
@@ -42,6 +49,10 @@ class InvalidItemId(ValueError):
 
 class FolderInUse(RuntimeError):
   """Another live process holds the folder's lock."""
+
+
+class FolderNotReplaceable(ValueError):
+  """An output folder that holds something this program did not write."""
 
 
 def item_id_problem(item_id: Any) -> Optional[str]:
@@ -201,3 +212,117 @@ def _read_holder(fd: int) -> str:
     return "its details are not written yet"
   return (f"{info.get('program', '?')}, pid {info.get('pid', '?')} on "
           f"{info.get('host', '?')}, started {info.get('started', '?')}")
+
+
+# ----------------------------------------------------------------------------
+# Folders written whole.
+
+
+def write_folder(folder: str, write: Callable[[str], None], marker: str,
+                 overwrite: bool = False, program: str = "export") -> None:
+  """Writes `folder` whole: `write(tmp)` fills a temporary sibling, which
+  then takes `folder`'s place in one atomic exchange.
+
+  `folder` may be replaced when it does not exist, is empty, or holds
+  `marker` (a previous output of this kind); anything else only with
+  `overwrite`. A second writer of the same folder is refused (`FolderLock` on
+  the sibling `.<name>.lock`). On any failure only the temporary folder is
+  removed and `folder` is as it was; a pre-existing `<folder>.tmp` or other
+  sibling is never touched.
+
+  Raises:
+    FolderNotReplaceable: `folder` holds something else and not `overwrite`.
+    FolderInUse: another run writes `folder`.
+    OSError: writing failed; errno ENOSPC for a full disk, also when
+      TensorFlow's writer reported it.
+  """
+  target = os.path.abspath(folder)
+  parent, name = os.path.split(target)
+  if not name:
+    raise FolderNotReplaceable(f"{folder} names no folder")
+  os.makedirs(parent, exist_ok=True)
+  with FolderLock(os.path.join(parent, f".{name}.lock"), program):
+    _check_replaceable(target, folder, marker, overwrite)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-")
+    try:
+      os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 is not an output's
+      write(tmp)
+      _swap_in(tmp, target)
+    except BaseException as e:
+      _remove(tmp)
+      if not isinstance(e, OSError) and is_no_space(e):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), folder
+                      ) from None
+      raise
+    _remove(tmp)  # what was there before, exchanged into tmp
+
+
+def _umask() -> int:
+  mask = os.umask(0o22)
+  os.umask(mask)
+  return mask
+
+
+def _check_replaceable(target: str, shown: str, marker: str,
+                       overwrite: bool) -> None:
+  if overwrite or not os.path.lexists(target):
+    return
+  if os.path.isdir(target) and not os.path.islink(target):
+    entries = os.listdir(target)
+    if not entries or marker in entries:
+      return
+    what = f"holds {len(entries)} entries and no {marker}"
+  else:
+    what = "is a file or a link"
+  raise FolderNotReplaceable(
+      f"{shown} exists and is not an output of this program ({what}); pass "
+      "--overwrite to replace it, or choose another folder")
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: str, b: str) -> bool:
+  """Swaps the paths `a` and `b` atomically (Linux renameat2); False when
+  this system or file system cannot."""
+  try:
+    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+  except (OSError, AttributeError):
+    return False
+  renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                        ctypes.c_char_p, ctypes.c_uint]
+  if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
+               _RENAME_EXCHANGE) == 0:
+    return True
+  code = ctypes.get_errno()
+  if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+    return False
+  raise OSError(code, os.strerror(code), b)
+
+
+def _swap_in(new: str, target: str) -> None:
+  """Puts folder `new` at `target`; what `target` held is then at `new`."""
+  if not os.path.lexists(target):
+    os.rename(new, target)
+    return
+  if _exchange(new, target):
+    return
+  # No atomic exchange: move the old one aside into `new`, then rename.
+  parent, name = os.path.split(target)
+  aside = tempfile.mkdtemp(dir=parent, prefix=f".{name}.old-")
+  os.rename(target, os.path.join(aside, name))
+  try:
+    os.rename(new, target)
+  except BaseException:
+    os.rename(os.path.join(aside, name), target)
+    os.rmdir(aside)
+    raise
+  os.rename(aside, new)
+
+
+def _remove(path: str) -> None:
+  if os.path.islink(path) or os.path.isfile(path):
+    os.remove(path)
+  elif os.path.isdir(path):
+    shutil.rmtree(path, ignore_errors=True)

@@ -44,7 +44,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -55,6 +54,7 @@ import tensorflow as tf
 
 from e2s_tf import audio as audio_lib
 from e2s_tf import corpus
+from e2s_tf import fileio
 from e2s_tf import spectral
 from e2s_tf import summaries
 from e2s_tf.embedders import base as embedders_base
@@ -818,20 +818,18 @@ class EncoderModule(tf.Module):
     self.utterance = utterance
 
 
-def export(workdir: str, export_dir: str) -> dict[str, Any]:
+def export(workdir: str, export_dir: str,
+           overwrite: bool = False) -> dict[str, Any]:
   """Exports the latest checkpoint of `workdir`; returns speaker_encoder.json.
 
   Writes the SavedModel, `e2s_embedder.json` (dim, grid) and
-  `speaker_encoder.json` under a temporary name, then swaps it in.
+  `speaker_encoder.json` into a temporary sibling, then swaps it in
+  (`fileio.write_folder`): a previous encoder export (or an empty folder) is
+  replaced, anything else only with `overwrite`.
   """
   encoder, config, speakers = restore_encoder(workdir)
   module = EncoderModule(encoder)
-  tmp = export_dir.rstrip("/") + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  tf.saved_model.save(module, tmp, signatures={
-      FRAME_SIGNATURE: module.frames, UTTERANCE_SIGNATURE: module.utterance})
   grid = embedders_base.Grid.from_stft(encoder.stft_config)
-  savedmodel.write_embedder_json(tmp, encoder.bottleneck_dim, grid)
   evaluation_path = os.path.join(workdir, EVALUATION_FILE)
   evaluation = (_read_json(evaluation_path)
                 if os.path.exists(evaluation_path) else {})
@@ -854,10 +852,16 @@ def export(workdir: str, export_dir: str) -> dict[str, Any]:
           UTTERANCE_SIGNATURE: f"(waveform [B,S] f32) -> {UTTERANCE_OUTPUT} "
                                f"[B,{encoder.embedding_dim}] unit norm"},
   }
-  _write_json(meta, os.path.join(tmp, ENCODER_JSON))
-  if os.path.exists(export_dir):
-    shutil.rmtree(export_dir)
-  os.replace(tmp, export_dir)
+
+  def write(tmp):
+    tf.saved_model.save(module, tmp, signatures={
+        FRAME_SIGNATURE: module.frames,
+        UTTERANCE_SIGNATURE: module.utterance})
+    savedmodel.write_embedder_json(tmp, encoder.bottleneck_dim, grid)
+    _write_json(meta, os.path.join(tmp, ENCODER_JSON))
+
+  fileio.write_folder(export_dir, write, marker=ENCODER_JSON,
+                      overwrite=overwrite, program="train_embedder")
   return meta
 
 

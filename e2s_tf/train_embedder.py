@@ -19,6 +19,7 @@ from ml_collections import config_flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from e2s_tf import fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
 from e2s_tf import speaker_encoder  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _DEFAULT_CONFIG = os.path.join(
@@ -36,6 +37,10 @@ _WORKDIR = flags.DEFINE_string(
 _EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None,
     "Where to write the SavedModel (default WORKDIR/export).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False,
+    "Replace --export_dir even when it holds something else than an encoder "
+    "export (a previous one is always replaced).")
 
 
 def main(argv):
@@ -43,9 +48,16 @@ def main(argv):
   export_dir = _EXPORT_DIR.value or os.path.join(_WORKDIR.value, "export")
   try:
     speaker_encoder.train(_CONFIG.value, _MANIFEST.value, _WORKDIR.value)
-    meta = speaker_encoder.export(_WORKDIR.value, export_dir)
-  except (speaker_encoder.TrainingError, ValueError, FileNotFoundError) as e:
+    meta = speaker_encoder.export(_WORKDIR.value, export_dir,
+                                  overwrite=_OVERWRITE.value)
+  except (speaker_encoder.TrainingError, ValueError, FileNotFoundError,
+          fileio.FolderInUse) as e:
     raise SystemExit(f"train_embedder: error: {e}") from None
+  except OSError as e:
+    where = export_dir if fileio.is_no_space(e) else None
+    raise SystemExit(
+        f"train_embedder: error: {fileio.describe_os_error(e, where)}"
+    ) from None
   evaluation = meta["evaluation"]
   accuracy = ", ".join(f"{k}={v:.4f}" for k, v in evaluation.items()
                        if k != "step")

@@ -56,8 +56,9 @@ def test_export_refuses_a_folder_that_is_not_an_export(workdir, tmp_path):
   (target / "manifest.jsonl").write_text('{"id": "a", "audio": "a.wav"}\n')
   (target / "wav" / "a.wav").write_bytes(b"RIFF....")
   before = _digest(target)
-  with pytest.raises(export_lib.ExportError,
-                     match=r"corpus exists and is not an export .*--overwrite"):
+  with pytest.raises(fileio.FolderNotReplaceable,
+                     match=r"corpus exists and is not an output of this "
+                     r"program .*--overwrite"):
     export_lib.export(workdir, str(target), griffin_lim_iterations=2)
   assert _digest(target) == before
   assert _leftovers(tmp_path, "corpus") == []

@@ -103,3 +103,52 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path):
       fileio.FolderLock(str(tmp_path), "again").acquire()
   # Released on exit: free again.
   fileio.FolderLock(str(tmp_path), "later").acquire().release()
+
+
+def _fill(content):
+  def write(tmp):
+    for name, text in content.items():
+      with open(os.path.join(tmp, name), "w") as f:
+        f.write(text)
+  return write
+
+
+def test_write_folder_replaces_only_its_own_kind(tmp_path):
+  target = tmp_path / "out"
+  fileio.write_folder(str(target), _fill({"meta.json": "1"}), "meta.json")
+  assert (target / "meta.json").read_text() == "1"
+  # A previous output of this kind is replaced whole.
+  fileio.write_folder(str(target), _fill({"meta.json": "2", "b": "x"}),
+                      "meta.json")
+  assert sorted(os.listdir(target)) == ["b", "meta.json"]
+  assert (target / "meta.json").read_text() == "2"
+  # Something else is refused unless asked, and stays as it was.
+  other = tmp_path / "corpus"
+  other.mkdir()
+  (other / "manifest.jsonl").write_text("data")
+  (tmp_path / "corpus.tmp").mkdir()  # someone's folder, never touched
+  with pytest.raises(fileio.FolderNotReplaceable, match="--overwrite"):
+    fileio.write_folder(str(other), _fill({"meta.json": "3"}), "meta.json")
+  assert os.listdir(other) == ["manifest.jsonl"]
+  fileio.write_folder(str(other), _fill({"meta.json": "3"}), "meta.json",
+                      overwrite=True)
+  assert os.listdir(other) == ["meta.json"]
+  assert (tmp_path / "corpus.tmp").is_dir()
+  leftovers = [n for n in os.listdir(tmp_path) if ".tmp-" in n]
+  assert leftovers == []
+
+
+def test_write_folder_keeps_the_previous_output_when_writing_fails(tmp_path):
+  target = tmp_path / "out"
+  fileio.write_folder(str(target), _fill({"meta.json": "1"}), "meta.json")
+
+  def fail(tmp):
+    _fill({"meta.json": "half"})(tmp)
+    raise OSError(28, "No space left on device", tmp)
+
+  with pytest.raises(OSError) as e:
+    fileio.write_folder(str(target), fail, "meta.json")
+  assert fileio.describe_os_error(e.value).startswith("no space left on ")
+  assert os.listdir(target) == ["meta.json"]
+  assert (target / "meta.json").read_text() == "1"
+  assert [n for n in os.listdir(tmp_path) if ".tmp-" in n] == []
