@@ -5,7 +5,7 @@ r"""Runs the benchmark suite and writes its figures as JSON.
         [--table=docs/performance_table.md]
 
 Benchmarks (e2s_tf/bench_lib.py): griffin_lim, input_pipeline, filler,
-inference, training, preprocess. Each prints one line; `--out` gets all the
+inference, training, preprocess, memory. Each prints one line; `--out` gets all the
 figures (with the load average around each benchmark), `--table` the Markdown
 table of docs/performance.md. The default corpus and its dataset are made
 under --work_dir on the first run and reused.
