@@ -50,8 +50,8 @@ from e2s_tf import spectral
 
 DIRECT_RUNNER = "DirectRunner"
 # The pipeline's summary, read back by the launcher and then removed.
-SUMMARY_PREFIX = "beam_summary"
-SUMMARY_SUFFIX = ".json.tmp"
+SUMMARY_PREFIX = preprocess_lib.BEAM_SUMMARY[:-len(".json")]
+SUMMARY_SUFFIX = ".json" + preprocess_lib.TMP
 # Beam's shard template for records.shard_name: `-%05d-of-%05d`.
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 _MAIN = "results"

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from google.protobuf import message as protobuf_message
 from google.protobuf import text_format
@@ -112,20 +112,17 @@ def export(workdir: str, export_dir: str,
            overwrite: bool = False) -> dict[str, Any]:
   """Exports the latest checkpoint of `workdir`; returns the export JSON.
 
-  See `export_network`; also refuses an `export_dir` that holds `workdir`.
+  See `export_network`; an `export_dir` that holds `workdir` is refused.
   """
-  target = os.path.realpath(export_dir)
-  if os.path.commonpath([os.path.realpath(workdir), target]) == target:
-    raise ExportError(f"--export_dir={export_dir} holds the workdir "
-                      f"{workdir}: choose another folder")
   network, config, info = train_lib.restore_network(workdir)
   return export_network(network, config, info, export_dir,
-                        griffin_lim_iterations, overwrite)
+                        griffin_lim_iterations, overwrite, protect=[workdir])
 
 
 def export_network(network, config, info, export_dir: str,
                    griffin_lim_iterations: int = GRIFFIN_LIM_ITERATIONS,
-                   overwrite: bool = False) -> dict[str, Any]:
+                   overwrite: bool = False,
+                   protect: Sequence[str] = ()) -> dict[str, Any]:
   """Writes the SavedModel and e2s_export.json to `export_dir`.
 
   Args:
@@ -133,6 +130,8 @@ def export_network(network, config, info, export_dir: str,
     export_dir: the folder to write; a previous export there is replaced.
     griffin_lim_iterations: Griffin-Lim iterations of `waveform`.
     overwrite: also replace an `export_dir` that is not an export.
+    protect: folders `export_dir` must not hold (the workdir), even with
+      `overwrite`.
 
   Returns:
     The export JSON.
@@ -175,7 +174,7 @@ def export_network(network, config, info, export_dir: str,
       json.dump(meta, f, indent=1, default=list)
 
   fileio.write_folder(export_dir, write, marker=EXPORT_JSON,
-                      overwrite=overwrite, program="export")
+                      overwrite=overwrite, program="export", protect=protect)
   return meta
 
 

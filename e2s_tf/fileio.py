@@ -36,7 +36,7 @@ import re
 import shutil
 import socket
 import tempfile
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 MAX_ID_LENGTH = 200
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
@@ -219,19 +219,23 @@ def _read_holder(fd: int) -> str:
 
 
 def write_folder(folder: str, write: Callable[[str], None], marker: str,
-                 overwrite: bool = False, program: str = "export") -> None:
+                 overwrite: bool = False, program: str = "export",
+                 protect: Sequence[str] = ()) -> None:
   """Writes `folder` whole: `write(tmp)` fills a temporary sibling, which
   then takes `folder`'s place in one atomic exchange.
 
-  `folder` may be replaced when it does not exist, is empty, or holds
-  `marker` (a previous output of this kind); anything else only with
-  `overwrite`. A second writer of the same folder is refused (`FolderLock` on
+  `folder` may be replaced when it does not exist, is empty, or is a previous
+  output of this kind: it holds `marker` and no entry that the new output
+  does not have (a file someone added is never deleted); anything else only
+  with `overwrite`. A `folder` that is or holds one of `protect` (e.g. the
+  training workdir) is refused even then. A second writer of the same folder is refused (`FolderLock` on
   the sibling `.<name>.lock`). On any failure only the temporary folder is
   removed and `folder` is as it was; a pre-existing `<folder>.tmp` or other
   sibling is never touched.
 
   Raises:
-    FolderNotReplaceable: `folder` holds something else and not `overwrite`.
+    FolderNotReplaceable: `folder` holds something else and not `overwrite`,
+      or it holds a `protect` path; `folder` is as it was.
     FolderInUse: another run writes `folder`.
     OSError: writing failed; errno ENOSPC for a full disk, also when
       TensorFlow's writer reported it.
@@ -240,6 +244,11 @@ def write_folder(folder: str, write: Callable[[str], None], marker: str,
   parent, name = os.path.split(target)
   if not name:
     raise FolderNotReplaceable(f"{folder} names no folder")
+  real = os.path.realpath(target)
+  for path in protect:
+    if _inside(os.path.realpath(path), real):
+      raise FolderNotReplaceable(f"{folder} holds {path}: choose another "
+                                 "folder")
   os.makedirs(parent, exist_ok=True)
   with FolderLock(os.path.join(parent, f".{name}.lock"), program):
     _check_replaceable(target, folder, marker, overwrite)
@@ -247,6 +256,13 @@ def write_folder(folder: str, write: Callable[[str], None], marker: str,
     try:
       os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 is not an output's
       write(tmp)
+      if not overwrite and os.path.isdir(target):
+        foreign = sorted(set(os.listdir(target)) - set(os.listdir(tmp)))
+        if foreign:
+          raise FolderNotReplaceable(
+              f"{folder} holds entries that {program} does not write "
+              f"({', '.join(foreign[:5])}); move them away or pass "
+              "--overwrite to replace the folder with them")
       _swap_in(tmp, target)
     except BaseException as e:
       _remove(tmp)

@@ -88,8 +88,10 @@ _SHARD_PATTERN = re.compile(
     r"(%s)-\d{5,}-of-\d{5,}%s(%s)?" % ("|".join(records.SPLITS),
                                       re.escape(records.SHARD_SUFFIX),
                                       re.escape(TMP)))
+# The Beam path's per-run totals (beam_preprocess.summary_path, a temporary).
+BEAM_SUMMARY = "beam_summary.json"
 _OWN_REPORTS = (records.DATASET_INFO, records.REJECTED_REPORT, PIECES_REPORT,
-                FAILED_REPORT)
+                FAILED_REPORT, BEAM_SUMMARY)
 
 
 class PreprocessError(RuntimeError):
@@ -1077,17 +1079,21 @@ def finish(plan: Plan, summary: Summary, start: float,
       tf.io.gfile.rename(_write_text_tmp(report, _jsonl(
           _rejected_rows(plan, summary))) + TMP, report, overwrite=True)
       raise
-    new_files = shards + [_write_text_tmp(
-        os.path.join(plan.out_dir, records.REJECTED_REPORT),
-        _jsonl(_rejected_rows(plan, summary)))]
-    if summary.pieces:
-      new_files.append(_write_text_tmp(
-          os.path.join(plan.out_dir, PIECES_REPORT),
-          _jsonl(_pieces_rows(plan, summary))))
-    info = build_dataset_info(plan, summary, time.time() - start)
-    _write_text_tmp(os.path.join(plan.out_dir, records.DATASET_INFO),
-                    json.dumps(info, indent=1) + "\n")
-    commit(plan, new_files)
+    try:
+      new_files = shards + [_write_text_tmp(
+          os.path.join(plan.out_dir, records.REJECTED_REPORT),
+          _jsonl(_rejected_rows(plan, summary)))]
+      if summary.pieces:
+        new_files.append(_write_text_tmp(
+            os.path.join(plan.out_dir, PIECES_REPORT),
+            _jsonl(_pieces_rows(plan, summary))))
+      info = build_dataset_info(plan, summary, time.time() - start)
+      _write_text_tmp(os.path.join(plan.out_dir, records.DATASET_INFO),
+                      json.dumps(info, indent=1) + "\n")
+      commit(plan, new_files)
+    except BaseException:
+      discard(plan.out_dir)  # e.g. the disk filled up writing the reports
+      raise
   if progress:
     rejected = summary.rejected
     by_reason = info["rejected"]["by_reason"]

@@ -825,7 +825,8 @@ def export(workdir: str, export_dir: str,
   Writes the SavedModel, `e2s_embedder.json` (dim, grid) and
   `speaker_encoder.json` into a temporary sibling, then swaps it in
   (`fileio.write_folder`): a previous encoder export (or an empty folder) is
-  replaced, anything else only with `overwrite`.
+  replaced, anything else only with `overwrite`; a folder holding `workdir`
+  never.
   """
   encoder, config, speakers = restore_encoder(workdir)
   module = EncoderModule(encoder)
@@ -861,7 +862,8 @@ def export(workdir: str, export_dir: str,
     _write_json(meta, os.path.join(tmp, ENCODER_JSON))
 
   fileio.write_folder(export_dir, write, marker=ENCODER_JSON,
-                      overwrite=overwrite, program="train_embedder")
+                      overwrite=overwrite, program="train_embedder",
+                      protect=[workdir])
   return meta
 
 

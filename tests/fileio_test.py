@@ -152,3 +152,34 @@ def test_write_folder_keeps_the_previous_output_when_writing_fails(tmp_path):
   assert os.listdir(target) == ["meta.json"]
   assert (target / "meta.json").read_text() == "1"
   assert [n for n in os.listdir(tmp_path) if ".tmp-" in n] == []
+
+
+def test_write_folder_never_deletes_an_added_file_or_a_protected_folder(
+    tmp_path):
+  target = tmp_path / "out"
+  fileio.write_folder(str(target), _fill({"meta.json": "1"}), "meta.json")
+  (target / "my notes.txt").write_text("mine")
+  with pytest.raises(fileio.FolderNotReplaceable, match="my notes.txt"):
+    fileio.write_folder(str(target), _fill({"meta.json": "2"}), "meta.json")
+  assert sorted(os.listdir(target)) == ["meta.json", "my notes.txt"]
+  assert (target / "meta.json").read_text() == "1"
+  assert [n for n in os.listdir(tmp_path) if ".tmp-" in n] == []
+  # A folder holding a protected one is refused even with overwrite.
+  work = target / "run"
+  work.mkdir()
+  for folder in (target, work):
+    with pytest.raises(fileio.FolderNotReplaceable, match="holds"):
+      fileio.write_folder(str(folder), _fill({"meta.json": "3"}), "meta.json",
+                          overwrite=True, protect=[str(work)])
+  assert work.is_dir() and (target / "meta.json").read_text() == "1"
+
+
+def test_write_folder_without_an_atomic_exchange(tmp_path, monkeypatch):
+  """Where renameat2 is missing, the old folder is moved aside and back."""
+  monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+  target = tmp_path / "out"
+  fileio.write_folder(str(target), _fill({"meta.json": "1"}), "meta.json")
+  fileio.write_folder(str(target), _fill({"meta.json": "2"}), "meta.json")
+  assert os.listdir(target) == ["meta.json"]
+  assert (target / "meta.json").read_text() == "2"
+  assert sorted(os.listdir(tmp_path)) == [".out.lock", "out"]

@@ -1,5 +1,6 @@
 """Preprocessing end to end on a tiny real espeak-ng corpus."""
 
+import errno
 import glob
 import json
 import os
@@ -526,6 +527,26 @@ def test_full_disk_is_one_line_and_keeps_the_previous_dataset(
   # Nothing that looks complete or new: the previous dataset, byte for byte.
   assert _snapshot(out) == before
   assert _count_records(out) == 1
+
+
+def test_a_failure_writing_the_reports_leaves_no_temporaries(
+    tiny_corpus, tmp_path, monkeypatch):
+  """The disk filling up after the shards, while the reports are written
+  (injected: a tmpfs cannot be sized to fail exactly there)."""
+  out = tmp_path / "out"
+  (tmp_path / "out").mkdir()
+  (out / "notes.txt").write_text("mine")
+
+  def full(path, text):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+  monkeypatch.setattr(preprocess_lib, "_write_text_tmp", full)
+  with pytest.raises(preprocess_lib.PreprocessError,
+                     match=f"^no space left on {out}$"):
+    preprocess_lib.run_preprocess(tiny_corpus, str(out), "logmel",
+                                  split_by="utterance", num_workers=1,
+                                  progress=False)
+  assert sorted(os.listdir(out)) == [".e2s.lock", "notes.txt"]
 
 
 # ----------------------------------------------------------------------------
