@@ -20,7 +20,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from e2s_tf import evaluate_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from e2s_tf import fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_MODEL = flags.DEFINE_string("model", None, "Export directory.", required=True)
+_MODEL = flags.DEFINE_string(
+    "model", None, "Export directory (an export is code: loading it runs its "
+    "graph with your file access; load only trusted ones).", required=True)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Output of preprocess.",
                                 required=True)
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
@@ -54,7 +56,7 @@ def main(argv):
   print(f"metrics.json, report.md and figures/ in {_OUT_DIR.value}")
   skipped = max(s.get("num_skipped", 0) for s in result.values())
   if skipped:
-    sys.exit(f"evaluate: {skipped} items skipped (ids that cannot be file "
+    sys.exit(f"evaluate: error: {skipped} items skipped (ids that cannot be file "
              "names; listed above and in report.md)")
 
 

@@ -126,7 +126,13 @@ def unique_output_path(folder: str, item_id: Any, suffix: str,
   number = 1
   while path in taken:
     number += 1
-    path = output_path(folder, f"{item_id}-{number}", suffix)
+    tail = f"-{number}"
+    # Room for the tail within MAX_ID_LENGTH; the last segment keeps at least
+    # one character (a 200-character id of one segment has room).
+    stem = item_id[:MAX_ID_LENGTH - len(tail)]
+    if stem.endswith("/") or stem.endswith("/.") or stem.endswith("/.."):
+      stem = stem.rstrip("/.") or "x"
+    path = output_path(folder, stem + tail, suffix)
   taken.add(path)
   return path
 

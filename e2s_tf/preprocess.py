@@ -42,7 +42,8 @@ _MANIFEST = flags.DEFINE_string("manifest", None, "manifest.jsonl to read.",
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory.",
                                required=True)
 _EMBEDDER = flags.DEFINE_string(
-    "embedder", "logmel", "logmel | mfcc | npy | savedmodel:PATH")
+    "embedder", "logmel", "logmel | mfcc | npy | savedmodel:PATH (a SavedModel "
+    "is code: it runs with your file access; use only trusted ones)")
 _EMBEDDER_OPTIONS = flags.DEFINE_string(
     "embedder_options", "{}",
     'JSON options of the embedder, e.g. \'{"transpose": true}\' for npy '

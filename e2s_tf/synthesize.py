@@ -21,7 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from e2s_tf import fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
 from e2s_tf import synthesize_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_MODEL = flags.DEFINE_string("model", None, "Export directory.", required=True)
+_MODEL = flags.DEFINE_string(
+    "model", None, "Export directory (an export is code: loading it runs its "
+    "graph with your file access; load only trusted ones).", required=True)
 _INPUT = flags.DEFINE_string(
     "input", None, "A .npy file, a folder of .npy files, or DATA_DIR:split.",
     required=True)

@@ -135,8 +135,9 @@ def test_memory_of_a_long_item(quick_results):
     assert 100 < f[key] < 8000, key
   # In pieces, the item costs less than in one piece.
   assert f["preprocess_mib"] < f["preprocess_whole_item_mib"]
-  assert f["train_ratio"] == pytest.approx(
-      f["train_long_item_mib"] / f["train_short_items_mib"])
+  # Cut into windows of the frame budget, the long item costs what ordinary
+  # data does (it cost several times more in one piece).
+  assert f["train_long_item_mib"] < 1.5 * f["train_short_items_mib"]
 
 
 def test_run_measuring_memory_reports_a_failed_program(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from e2s_tf import evaluate_lib
+from e2s_tf import fileio
 from e2s_tf import metrics
 from e2s_tf import records
 from e2s_tf import spectral
@@ -147,7 +148,7 @@ def test_record_ids_never_write_outside_out_dir(speech_data, tiny_export,
   assert run.returncode == 1, run.stderr[-3000:]
   assert "Traceback" not in run.stderr
   assert run.stderr.strip().splitlines()[-1] == (
-      "evaluate: 2 items skipped (ids that cannot be file names; listed "
+      "evaluate: error: 2 items skipped (ids that cannot be file names; listed "
       "above and in report.md)")
   for bad in ("../../escape", str(escape)):
     assert f"item {bad!r} skipped" in run.stderr
@@ -196,3 +197,12 @@ def test_cli_names_a_corrupted_shard_and_a_missing_export(
       f"evaluate: error: {missing}/e2s_export.json not found: is "
       f"{str(missing)!r} an output of e2s_tf.export?")
   assert not (tmp_path / "eval2").exists()
+
+
+def test_an_out_dir_in_use_is_refused(speech_data, tiny_export, tmp_path):
+  out = tmp_path / "out"
+  with fileio.FolderLock(str(out), "evaluate"):
+    with pytest.raises(fileio.FolderInUse, match=f"pid {os.getpid()}"):
+      evaluate_lib.evaluate(tiny_export, speech_data, "test", str(out),
+                            max_items=1, progress=False)
+  assert os.listdir(out) == [fileio.LOCK_FILE]

@@ -54,6 +54,11 @@ def test_unique_output_path_never_collides(tmp_path):
            for _ in range(3)]
   assert [os.path.basename(p) for p in paths] == ["x.wav", "x-2.wav",
                                                    "x-3.wav"]
+  # A repeated id of the longest length still gets a valid name.
+  long = "y" * fileio.MAX_ID_LENGTH
+  first, second = (fileio.unique_output_path(str(tmp_path), long, ".wav",
+                                             taken) for _ in range(2))
+  assert os.path.basename(second) == "y" * 198 + "-2.wav" != first
 
 
 def test_describe_os_error_names_a_full_disk():

@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
+from e2s_tf import fileio
 from e2s_tf import records
 from e2s_tf import spectral
 from e2s_tf import synthesize_lib
@@ -194,3 +196,14 @@ def test_cli_names_a_truncated_shard(tiny_export, speech_data, tmp_path):
                          "corrupted (")
   assert "re-run e2s_tf.preprocess" in last
   assert "Traceback" not in run.stderr and "DataLossError" not in run.stderr
+
+
+def test_an_out_dir_in_use_is_refused(speech_data, tiny_export, tmp_path):
+  out = tmp_path / "out"
+  item_id, emb = _embeddings(speech_data, 1)[0]
+  np.save(tmp_path / "x.npy", emb)
+  with fileio.FolderLock(str(out), "synthesize"):
+    with pytest.raises(fileio.FolderInUse, match=f"pid {os.getpid()}"):
+      synthesize_lib.synthesize(tiny_export, str(tmp_path / "x.npy"),
+                                str(out), progress=False)
+  assert os.listdir(out) == [fileio.LOCK_FILE]
