@@ -751,7 +751,8 @@ def _no_space_message(path: str, manager):
       raise
     raise TrainingError(
         f"no space left on {path}; the last complete checkpoint "
-        f"({manager.latest_checkpoint or 'none'}) is kept and nothing partial "
+        f"({tf.train.latest_checkpoint(manager.directory) or 'none'}) is kept "
+        "and nothing partial "
         "is left: free some space and re-run to resume") from None
 
 
@@ -861,13 +862,23 @@ def _loop(config, info, data_dir, workdir, strategy, chief, profile, log,
             f"({monitor.median:.4g})")
         return
     number = s
+    previous = list(manager.checkpoints)
     with _no_space_message(checkpoint_dir, manager):
       try:
         manager.save(checkpoint_number=number)
       except BaseException:
-        # Nothing that looks like a checkpoint may stay half written.
+        # Nothing that looks like a checkpoint may stay half written, and the
+        # state file must not name one that is gone (the manager writes it
+        # before it sweeps old checkpoints, so those are all still there).
         _remove_checkpoint_files(os.path.join(checkpoint_dir,
                                               f"ckpt-{number}"))
+        if previous and tf.train.latest_checkpoint(checkpoint_dir) is None:
+          try:
+            tf.compat.v1.train.update_checkpoint_state(
+                checkpoint_dir, previous[-1],
+                all_model_checkpoint_paths=previous)
+          except (OSError, tf.errors.OpError):
+            pass  # the message names the last complete checkpoint anyway
         raise
 
   with _no_space_message(workdir, manager):

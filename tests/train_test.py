@@ -1,5 +1,6 @@
 """Training, resume, NaN stop, summaries, profiling, export and reload."""
 
+import errno
 import glob
 import json
 import os
@@ -404,6 +405,38 @@ def test_full_disk_keeps_the_last_complete_checkpoint(data_dir, small_disk):
   out = train_lib.train(_config("cnn", **quiet, **{"train.num_steps": 6}),
                         data_dir, str(workdir), log=id)
   assert out["steps"] == 3
+
+
+def test_a_failed_state_write_leaves_the_state_on_the_last_checkpoint(
+    data_dir, tmp_path, monkeypatch):
+  """The disk filling up after a checkpoint's files, while the manager
+  writes the state file that names it (injected: a tmpfs cannot be sized to
+  fail exactly there)."""
+  workdir = tmp_path / "w"
+  quiet = {"train.eval_every": 100, "train.summary_items": 0}
+  train_lib.train(_config("cnn", **quiet, **{"train.num_steps": 3}),
+                  data_dir, str(workdir), log=id)
+  checkpoints = workdir / "checkpoints"
+  before = _files(checkpoints)
+  real = tf.train.CheckpointManager._record_state
+
+  def full(manager):
+    if manager.latest_checkpoint.endswith("ckpt-6"):
+      with open(os.path.join(manager.directory, "checkpoint"), "w") as f:
+        f.write('model_checkpoint_path: "ckpt-6"\n')  # written, then full
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), manager.directory)
+    return real(manager)
+
+  monkeypatch.setattr(tf.train.CheckpointManager, "_record_state", full)
+  with pytest.raises(train_lib.TrainingError,
+                     match=f"checkpoint \\({checkpoints}/ckpt-3\\) is kept"):
+    train_lib.train(_config("cnn", **quiet, **{"train.num_steps": 6}),
+                    data_dir, str(workdir), log=id)
+  assert tf.train.latest_checkpoint(str(checkpoints)) == str(
+      checkpoints / "ckpt-3")
+  assert {k: v for k, v in _files(checkpoints).items()
+          if k != "checkpoint"} == {k: v for k, v in before.items()
+                                    if k != "checkpoint"}
 
 
 def test_filterbank_prior_is_the_closed_form_guess(data_dir):
