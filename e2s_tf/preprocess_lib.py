@@ -867,12 +867,20 @@ def open_output(plan: Plan, overwrite: bool,
   try:
     info_path = os.path.join(plan.out_dir, records.DATASET_INFO)
     if tf.io.gfile.exists(info_path):
+      unreadable = None
       try:
         with tf.io.gfile.GFile(info_path) as f:
           old = json.load(f)
-      except ValueError:
-        old = {}
+        if not isinstance(old, dict):
+          raise ValueError(f"a JSON {type(old).__name__}, not an object")
+      except ValueError as e:
+        old, unreadable = {}, str(e).splitlines()[0]
       plan.previous = True
+      if unreadable and not overwrite:
+        raise PreprocessError(
+            f"{info_path} cannot be read ({unreadable}): the dataset there is "
+            "damaged; pass --overwrite to rebuild it, or choose another "
+            "--out_dir")
       if old.get("fingerprint") == plan.fingerprint:
         if progress:
           print(f"{plan.out_dir}: already complete for this manifest and "

@@ -709,3 +709,21 @@ def test_memory_of_a_long_item_is_that_of_its_pieces(tmp_path):
   short = bench_lib.preprocess_memory(str(tmp_path), 4.0, 2.0)["peak_rss_mib"]
   long = bench_lib.preprocess_memory(str(tmp_path), 120.0, 2.0)["peak_rss_mib"]
   assert long < short + 40, (short, long)
+
+
+def test_a_damaged_dataset_info_is_named_not_taken_for_other_settings(
+    tiny_corpus, tmp_path):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / records.DATASET_INFO).write_text('{"fingerprint": ')
+  with pytest.raises(preprocess_lib.PreprocessError,
+                     match=r"dataset_info.json cannot be read .*damaged; pass "
+                     "--overwrite to rebuild"):
+    preprocess_lib.run_preprocess(tiny_corpus, str(out), "logmel",
+                                  split_by="utterance", num_workers=1,
+                                  progress=False)
+  assert (out / records.DATASET_INFO).read_text() == '{"fingerprint": '
+  info = preprocess_lib.run_preprocess(
+      tiny_corpus, str(out), "logmel", split_by="utterance", num_workers=1,
+      progress=False, overwrite=True)
+  assert records.read_dataset_info(str(out)) == info
