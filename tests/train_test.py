@@ -369,13 +369,21 @@ def _fill(disk, leave):
     f.write(b"\0" * max(free - leave, 0))
 
 
-def test_full_disk_keeps_the_last_complete_checkpoint(data_dir, small_disk):
-  workdir = small_disk / "w"
-  quiet = {"train.eval_every": 100, "train.summary_items": 0}
-  train_lib.train(_config("cnn", **quiet, **{"train.num_steps": 3}),
+_QUIET = {"train.eval_every": 100, "train.summary_items": 0}
+
+
+def _cnn_trained_3_steps(data_dir, workdir):
+  """Trains cnn 3 steps into `workdir`; returns its checkpoint folder and the
+  files there (name -> bytes)."""
+  train_lib.train(_config("cnn", **_QUIET, **{"train.num_steps": 3}),
                   data_dir, str(workdir), log=id)
   checkpoints = workdir / "checkpoints"
-  before = _files(checkpoints)
+  return checkpoints, _files(checkpoints)
+
+
+def test_full_disk_keeps_the_last_complete_checkpoint(data_dir, small_disk):
+  workdir = small_disk / "w"
+  checkpoints, before = _cnn_trained_3_steps(data_dir, workdir)
   weights = [w.numpy() for w in train_lib.restore_network(str(workdir))[0]
              .weights]
   # Room for config.json and dataset_info.json, not for a checkpoint.
@@ -393,7 +401,7 @@ def test_full_disk_keeps_the_last_complete_checkpoint(data_dir, small_disk):
   _fill(small_disk, 0)
   with pytest.raises(train_lib.TrainingError,
                      match=f"no space left on {workdir}/config.json"):
-    train_lib.train(_config("cnn", **quiet, **{"train.num_steps": 6}),
+    train_lib.train(_config("cnn", **_QUIET, **{"train.num_steps": 6}),
                     data_dir, str(workdir), log=id)
   assert _files(checkpoints) == before
   assert not [p for p in os.listdir(workdir) if ".tmp" in p]
@@ -402,7 +410,7 @@ def test_full_disk_keeps_the_last_complete_checkpoint(data_dir, small_disk):
   restored = train_lib.restore_network(str(workdir))[0].weights
   for a, b in zip(weights, restored):
     np.testing.assert_array_equal(a, b.numpy())
-  out = train_lib.train(_config("cnn", **quiet, **{"train.num_steps": 6}),
+  out = train_lib.train(_config("cnn", **_QUIET, **{"train.num_steps": 6}),
                         data_dir, str(workdir), log=id)
   assert out["steps"] == 3
 
@@ -413,11 +421,7 @@ def test_a_failed_state_write_leaves_the_state_on_the_last_checkpoint(
   writes the state file that names it (injected: a tmpfs cannot be sized to
   fail exactly there)."""
   workdir = tmp_path / "w"
-  quiet = {"train.eval_every": 100, "train.summary_items": 0}
-  train_lib.train(_config("cnn", **quiet, **{"train.num_steps": 3}),
-                  data_dir, str(workdir), log=id)
-  checkpoints = workdir / "checkpoints"
-  before = _files(checkpoints)
+  checkpoints, before = _cnn_trained_3_steps(data_dir, workdir)
   real = tf.train.CheckpointManager._record_state
 
   def full(manager):
@@ -430,7 +434,7 @@ def test_a_failed_state_write_leaves_the_state_on_the_last_checkpoint(
   monkeypatch.setattr(tf.train.CheckpointManager, "_record_state", full)
   with pytest.raises(train_lib.TrainingError,
                      match=f"checkpoint \\({checkpoints}/ckpt-3\\) is kept"):
-    train_lib.train(_config("cnn", **quiet, **{"train.num_steps": 6}),
+    train_lib.train(_config("cnn", **_QUIET, **{"train.num_steps": 6}),
                     data_dir, str(workdir), log=id)
   assert tf.train.latest_checkpoint(str(checkpoints)) == str(
       checkpoints / "ckpt-3")
