@@ -13,7 +13,7 @@ AUDIO_DIR ?=
 LAYOUT ?= speaker_dirs
 VAD ?= 0
 EMBEDDER ?= logmel
-CONFIG ?= configs/multiscale.py
+CONFIG ?= multiscale
 TRAIN_MINUTES ?= 14
 
 $(STAMP): requirements.txt

@@ -56,8 +56,8 @@ import numpy as np
 import soundfile
 import tensorflow as tf
 
-from configs import base as base_config
-from configs import testing as testing_config
+from e2s_tf.configs import base as base_config
+from e2s_tf.configs import testing as testing_config
 from e2s_tf import audio as audio_lib
 from e2s_tf import corpus
 from e2s_tf import data as data_lib
@@ -81,7 +81,7 @@ class Sizes:
   """How big each benchmark is.
 
   Attributes:
-    config: "base" (configs/base.py, the real models) or "testing" (tiny).
+    config: "base" (e2s_tf/configs/base.py, the real models) or "testing" (tiny).
     corpus_speakers, corpus_utterances: the espeak-ng corpus made when no
       manifest is given.
     split_by, valid_fraction, test_fraction: its preprocessing.
@@ -767,8 +767,8 @@ def bench_memory(bench: Bench) -> dict[str, Any]:
   seconds = s.long_item_seconds
   default = preprocess_memory(work, seconds)
   whole = preprocess_memory(work, seconds, max_item_seconds=0)
-  config = (f"configs/{DEFAULT_MODEL}.py" if s.config == "base"
-            else f"configs/testing.py:{DEFAULT_MODEL}")
+  config = (DEFAULT_MODEL if s.config == "base"
+            else f"testing:{DEFAULT_MODEL}")
   flags = [f"--config.train.num_steps={s.memory_train_steps}",
            "--config.train.eval_every=1000000",
            "--config.train.checkpoint_every=1000000",

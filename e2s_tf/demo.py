@@ -32,8 +32,9 @@ _EMBEDDER = flags.DEFINE_string(
 _SPLIT_BY = flags.DEFINE_string("split_by", "",
                                 "speaker | utterance (default: speaker, or "
                                 "utterance when the audio has no speakers).")
-_CONFIG = flags.DEFINE_string("config", "configs/multiscale.py",
-                              "Training config.")
+_CONFIG = flags.DEFINE_string(
+    "config", "multiscale",
+    "Training config: a packaged name (multiscale, cnn, gan) or a file.")
 _TRAIN_MINUTES = flags.DEFINE_float(
     "train_minutes", 14.0, "Wall-clock budget of the training stage.")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 0,

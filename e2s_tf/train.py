@@ -1,6 +1,6 @@
 r"""Trains a decoder.
 
-    python -m e2s_tf.train --config=configs/multiscale.py \
+    python -m e2s_tf.train --config=multiscale \
         --data_dir=data/tfrecords --workdir=runs/multiscale \
         [--config.train.num_steps=2000] [--profile_steps=100,110]
 
@@ -20,11 +20,13 @@ from ml_collections import config_flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from e2s_tf import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from e2s_tf import fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
 from e2s_tf import train_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file: configs/<model>.py (`--config.x=y` overrides).")
+    "config", None, "A packaged config (multiscale, cnn, gan, testing:cnn) or a "
+    "config file (`--config.x=y` overrides).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Output of e2s_tf.preprocess.",
                                 required=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and TensorBoard.",
@@ -59,6 +61,7 @@ def parse_flags(argv):
   parsing: an unknown field raises AttributeError/KeyError there, and a
   config file that fails to load only says so when its value is read.
   """
+  argv = configs.resolve_argv(argv)
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
@@ -74,8 +77,8 @@ def parse_flags(argv):
     hint = ""
     if parent == "config.model":
       hint = ("; config.model holds the fields of the config file's model: "
-              "to train another model, choose its file (--config="
-              "configs/<name>.py, or configs/testing.py:<name>)")
+              "to train another model, choose its config (--config=<name>, "
+              "or --config=testing:<name>)")
     _fail(f"--{path}: {parent} has no field {field!r}{hint}")
   except (TypeError, ValueError) as e:
     _fail(f"bad --config override: {e}")

@@ -2,7 +2,7 @@ r"""Trains the frame-level speaker encoder and exports it as an embedder.
 
     python -m e2s_tf.train_embedder --manifest=demo/corpus/manifest.jsonl \
         --workdir=runs/speaker_encoder [--export_dir=WORKDIR/export] \
-        [--config=configs/speaker_encoder.py[:testing]] \
+        [--config=speaker_encoder[:testing]] \
         [--config.train.num_steps=800]
 
 Re-running the same command resumes from the last checkpoint. The export is
@@ -19,12 +19,11 @@ from ml_collections import config_flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from e2s_tf import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from e2s_tf import fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
 from e2s_tf import speaker_encoder  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_DEFAULT_CONFIG = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-    "speaker_encoder.py")
+_DEFAULT_CONFIG = configs.resolve("speaker_encoder")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", _DEFAULT_CONFIG,
@@ -67,5 +66,10 @@ def main(argv):
         f"--embedder=savedmodel:{export_dir}")
 
 
+def parse_flags(argv):
+  """absl's flag parsing, with `--config=<name>` naming a packaged config."""
+  return flags.FLAGS(configs.resolve_argv(argv))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -403,7 +403,7 @@ def model_config_problem(config: ml_collections.ConfigDict) -> Optional[str]:
   """Why `config.model` is not a config of `config.model.name`, or None.
 
   Overriding `--config.model.name` keeps the fields of the config file's
-  model: `configs/multiscale.py` with `model.name=cnn` has `num_blocks` but no
+  model: `--config=multiscale` with `model.name=cnn` has `num_blocks` but no
   `num_layers`. A model is chosen by its config file instead.
   """
   name = config.model.get("name")
@@ -422,8 +422,8 @@ def model_config_problem(config: ml_collections.ConfigDict) -> Optional[str]:
     parts.append(f"has fields of another model ({', '.join(extra)})")
   return (f"config.model.name={name!r}, but config.model {' and '.join(parts)}"
           ": a model is chosen by its config file, not by overriding "
-          f"config.model.name; use --config=configs/{name}.py (or "
-          f"--config=configs/testing.py:{name} for the tiny test model)")
+          f"config.model.name; use --config={name} (or "
+          f"--config=testing:{name} for the tiny test model)")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -34,7 +34,7 @@ def speech_data(speech_corpus, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_export(speech_data, tmp_path_factory):
   """A `multiscale` decoder trained a few steps on `speech_data`, exported."""
-  from configs import testing  # pylint: disable=g-import-not-at-top
+  from e2s_tf.configs import testing  # pylint: disable=g-import-not-at-top
   from e2s_tf import export_lib  # pylint: disable=g-import-not-at-top
   from e2s_tf import train_lib  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp("tiny_export")

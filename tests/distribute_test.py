@@ -31,7 +31,7 @@ def test_mirrored_follows_the_single_device_trajectory(speech_data, tmp_path):
       cpu = tf.config.list_physical_devices("CPU")[0]
       tf.config.set_logical_device_configuration(
           cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-      from configs import testing
+      from e2s_tf.configs import testing
       from e2s_tf import train_lib
       losses = {{}}
       for name in ("default", "mirrored"):

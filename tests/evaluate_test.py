@@ -90,8 +90,8 @@ def test_mismatched_model_and_data_fail_clearly(tiny_export, tmp_path):
 def test_speaker_metrics_with_a_speaker_encoder_embedder(speech_corpus,
                                                          tmp_path):
   """Tiny encoder -> preprocessing through it -> decoder -> speaker metrics."""
-  from configs import speaker_encoder as encoder_config  # pylint: disable=g-import-not-at-top
-  from configs import testing  # pylint: disable=g-import-not-at-top
+  from e2s_tf.configs import speaker_encoder as encoder_config  # pylint: disable=g-import-not-at-top
+  from e2s_tf.configs import testing  # pylint: disable=g-import-not-at-top
   from e2s_tf import export_lib  # pylint: disable=g-import-not-at-top
   from e2s_tf import preprocess_lib  # pylint: disable=g-import-not-at-top
   from e2s_tf import speaker_encoder  # pylint: disable=g-import-not-at-top

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import speaker_encoder as encoder_config
+from e2s_tf.configs import speaker_encoder as encoder_config
 from e2s_tf import audio as audio_lib
 from e2s_tf import corpus
 from e2s_tf import embedders

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import testing as testing_config
+from e2s_tf.configs import testing as testing_config
 from e2s_tf import export_lib
 from e2s_tf import records
 from e2s_tf import spectral
@@ -318,8 +318,8 @@ def test_config_errors_are_one_line(data_dir, tmp_path):
                   config="configs/multiscale.py")
   line = _error_line(switched)
   assert "config.model.name='cnn'" in line and "num_layers" in line
-  assert "--config=configs/cnn.py" in line
-  assert "configs/testing.py:cnn" in line
+  assert "--config=cnn" in line
+  assert "--config=testing:cnn" in line
   missing = _cli(data_dir, workdir, "--config.train.num_steps=2",
                  config="configs/no_such_config.py")
   assert _error_line(missing) == (
@@ -328,7 +328,7 @@ def test_config_errors_are_one_line(data_dir, tmp_path):
   # The switch is refused in-process as well, before anything is written.
   config = testing_config.get_config("multiscale")
   config.model.name = "cnn"
-  with pytest.raises(train_lib.TrainingError, match="configs/cnn.py"):
+  with pytest.raises(train_lib.TrainingError, match="--config=cnn "):
     train_lib.train(config, data_dir, str(workdir), log=id)
   assert not workdir.exists()
 
@@ -620,7 +620,7 @@ def test_finite_divergence_stops_and_keeps_the_last_good_checkpoint(
   assert max(float(np.abs(w.numpy()).max()) for w in network.weights) < 100
 
 
-def _cli(data_dir, workdir, *flags_, config="configs/testing.py:cnn",
+def _cli(data_dir, workdir, *flags_, config="testing:cnn",
          timeout=300, popen=False):
   cmd = [sys.executable, "-m", "e2s_tf.train", f"--config={config}",
          f"--data_dir={data_dir}", f"--workdir={workdir}", *flags_]

@@ -13,8 +13,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from configs import base as base_config
-from configs import testing as testing_config
+from e2s_tf.configs import base as base_config
+from e2s_tf.configs import testing as testing_config
 from e2s_tf import corpus
 from e2s_tf import evaluate_lib
 from e2s_tf import export_lib

@@ -4,7 +4,7 @@ The default of `make demo`, which stops it after 14 minutes: about 1100 of the
 1200 steps on 2 CPU cores (the learning-rate decay follows that budget).
 """
 
-from configs import base
+from e2s_tf.configs import base
 
 
 def get_config():

@@ -3,7 +3,7 @@
 `--config=configs/testing.py:gan` picks the model (cnn | multiscale | gan).
 """
 
-from configs import base
+from e2s_tf.configs import base
 
 
 def get_config(model: str = "multiscale"):

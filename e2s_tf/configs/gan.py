@@ -1,6 +1,6 @@
 """The `gan` decoder with the base training settings."""
 
-from configs import base
+from e2s_tf.configs import base
 
 
 def get_config():

@@ -1,1 +1,0 @@
-"""Experiment configs: `get_config()` per file, derived from base.py."""
