@@ -51,6 +51,7 @@ from e2s_tf import models
 from e2s_tf import records
 from e2s_tf import spectral
 from e2s_tf import summaries
+from e2s_tf.models import prior as prior_lib
 from e2s_tf.models import trainer
 
 CONFIG_FILE = "config.json"
@@ -165,59 +166,6 @@ def _adam(config, peak, time_fraction=None):
       beta_2=t.adam_b2, global_clipnorm=t.clip_norm or None)
 
 
-def filterbank_interpolation(weights: np.ndarray) -> np.ndarray:
-  """`[bins, bands]` filterbank -> `[bands, bins]` non-negative inverse.
-
-  Each bin gets the mean amplitude of the bands that cover it, weighted by
-  its filter weights (the band's mean amplitude is its output over its
-  filter's area); a bin that no band covers (DC and Nyquist for the default
-  logmel) copies the nearest covered bin, as `LogMel.invert_magnitude` does.
-  Unlike the pseudo-inverse, it never goes negative, so the log of the guess
-  stays informative. Spectrogram-domain LSD on 20 validation items of the demo
-  corpus: 4.7 dB for this guess (7.8 dB without the fill of the two uncovered
-  bins, which then sit at the log floor), 9.8 dB for the clipped
-  pseudo-inverse, 5.2 dB for the non-negative least squares of
-  `LogMel.invert_magnitude`, which is iterative.
-  """
-  from e2s_tf.embedders import logmel  # pylint: disable=g-import-not-at-top
-  w = np.asarray(weights, np.float64)
-  band_area = np.maximum(w.sum(axis=0), 1e-12)
-  share = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
-  inverse = share.T / band_area[:, None]
-  return inverse[:, logmel.nearest_covered_bins(w)].astype(np.float32)
-
-
-def filterbank_prior(config: ml_collections.ConfigDict, info: dict[str, Any]):
-  """A `FilterbankPrior` when the config asks for one and the embedder is a
-  log filterbank (its closed-form inverse initialises the prior); else None."""
-  if not config.model.get("filterbank_prior", False):
-    return None
-  from e2s_tf import embedders  # pylint: disable=g-import-not-at-top
-  from e2s_tf.models import layers  # pylint: disable=g-import-not-at-top
-  stft = spectral.StftConfig.from_dict(info["stft"])
-  # The embedder on its own frames (a target STFT may be framed differently,
-  # e.g. by the framing experiment); only its filterbank over the target's
-  # bins is used.
-  grid = info["embedder"].get("grid") or {}
-  try:
-    embedder_stft = dataclasses.replace(
-        stft, frame_length=int(grid.get("frame_length", stft.frame_length)),
-        frame_step=int(grid.get("frame_step", stft.frame_step)))
-    embedder = embedders.from_description(info["embedder"], embedder_stft)
-  except (ValueError, OSError, embedders.EmbedderError):
-    return None
-  if not hasattr(embedder, "mel_matrix") or getattr(
-      embedder, "name", "") != "logmel" or (
-          embedder.mel_matrix().shape[0] != stft.num_bins):
-    return None
-  stats = info["stats"]
-  return layers.FilterbankPrior(
-      filterbank_interpolation(embedder.mel_matrix()),
-      stats["embedding_mean"], stats["embedding_std"], stats["log_stft_mean"],
-      stats["log_stft_std"], floor=spectral.MAGNITUDE_FLOOR,
-      filterbank=embedder.mel_matrix(), name="filterbank_prior")
-
-
 def build_model(config: ml_collections.ConfigDict, info: dict[str, Any],
                 compile_model: bool = True, time_fraction=None) -> keras.Model:
   """Builds (and compiles) the model of a resolved config.
@@ -229,7 +177,8 @@ def build_model(config: ml_collections.ConfigDict, info: dict[str, Any],
   model = models.build(config.model.name, config,
                        np.asarray(stats["log_stft_mean"], np.float32),
                        np.asarray(stats["log_stft_std"], np.float32),
-                       prior=filterbank_prior(config, info))
+                       prior=(prior_lib.from_dataset_info(info) if config.model.get(
+                           "filterbank_prior", False) else None))
   if compile_model:
     loss = dict(config.loss.to_dict(),
                 stft_config=spectral.StftConfig.from_dict(info["stft"]))

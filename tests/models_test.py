@@ -13,6 +13,7 @@ from absl.testing import parameterized
 from e2s_tf import losses
 from e2s_tf import models
 from e2s_tf.models import discriminator as discriminator_lib
+from e2s_tf.models import prior as prior_lib
 from e2s_tf.models import trainer
 
 DIM, BINS = 6, 9
@@ -322,10 +323,10 @@ class FilterbankProjectionTest(tf.test.TestCase):
     from e2s_tf import spectral  # pylint: disable=g-import-not-at-top
     from e2s_tf import train_lib  # pylint: disable=g-import-not-at-top
     from e2s_tf.models import layers  # pylint: disable=g-import-not-at-top
-    self.w = embedders.get_embedder("logmel").mel_matrix()  # [bins, bands]
+    self.w = embedders.get_embedder("logmel").filterbank()  # [bins, bands]
     bins, bands = self.w.shape
-    self.prior = layers.FilterbankPrior(
-        train_lib.filterbank_interpolation(self.w), np.zeros(bands),
+    self.prior = prior_lib.FilterbankPrior(
+        prior_lib.filterbank_interpolation(self.w), np.zeros(bands),
         np.ones(bands), np.zeros(bins), np.ones(bins),
         floor=spectral.MAGNITUDE_FLOOR, filterbank=self.w)
     self.prior.build()

@@ -20,6 +20,7 @@ from e2s_tf import export_lib
 from e2s_tf import records
 from e2s_tf import spectral
 from e2s_tf import train_lib
+from e2s_tf.models import prior as prior_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("cnn", "multiscale", "gan")
@@ -447,11 +448,12 @@ def test_filterbank_prior_is_the_closed_form_guess(data_dir):
   from e2s_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   from e2s_tf import embedders  # pylint: disable=g-import-not-at-top
   config, info = _resolved("multiscale", data_dir)
-  prior = train_lib.filterbank_prior(config, info)
+  del config
+  prior = prior_lib.from_dataset_info(info)
   assert prior is not None
   embedder = embedders.from_description(info["embedder"], spectral.DEFAULT)
-  w = np.asarray(embedder.mel_matrix())
-  inverse = train_lib.filterbank_interpolation(w)
+  w = np.asarray(embedder.filterbank())
+  inverse = prior_lib.filterbank_interpolation(w)
   assert inverse.shape == (w.shape[1], w.shape[0]) and inverse.min() >= 0
   # A spectrum that is constant inside the filterbank's range is recovered
   # (each band's mean amplitude is that constant)
@@ -473,12 +475,19 @@ def test_filterbank_prior_is_the_closed_form_guess(data_dir):
   # 512-sample window) still gets the embedder's filterbank over its bins.
   wide = json.loads(json.dumps(info))
   wide["stft"]["frame_length"] = 512
-  wide_prior = train_lib.filterbank_prior(config, wide)
+  wide_prior = prior_lib.from_dataset_info(wide)
   assert wide_prior is not None
   np.testing.assert_allclose(wide_prior(x).numpy()[0], got, atol=1e-5)
-  # Not for embedders without a filterbank inverse, nor when switched off.
-  config.model.filterbank_prior = False
-  assert train_lib.filterbank_prior(config, info) is None
+  # None for an embedder that offers no filterbank (nothing is built).
+  mfcc = json.loads(json.dumps(info))
+  mfcc["embedder"]["spec"] = mfcc["embedder"]["name"] = "mfcc"
+  assert prior_lib.from_dataset_info(mfcc) is None
+  # An embedder that cannot be rebuilt is an error, not a silently
+  # different model.
+  broken = json.loads(json.dumps(info))
+  broken["embedder"]["options"]["num_mel_bins"] = 0
+  with pytest.raises(ValueError):
+    prior_lib.from_dataset_info(broken)
 
 
 def test_multiscale_starts_at_its_prior_and_keeps_silent_frames(data_dir):

@@ -14,13 +14,15 @@ from e2s_tf.embedders.base import Embedder
 from e2s_tf.embedders.base import EmbedderError
 from e2s_tf.embedders.base import Grid
 from e2s_tf.embedders.registry import available
+from e2s_tf.embedders.registry import embedder_class
 from e2s_tf.embedders.registry import from_description
 from e2s_tf.embedders.registry import get_embedder
 from e2s_tf.embedders.registry import register
 from e2s_tf.embedders.savedmodel import write_embedder_json
 
 __all__ = [
-    "Embedder", "EmbedderError", "Grid", "available", "from_description",
+    "Embedder", "EmbedderError", "Grid", "available", "embedder_class",
+    "from_description",
     "get_embedder", "register", "write_embedder_json", "logmel", "mfcc", "npy",
     "savedmodel",
 ]

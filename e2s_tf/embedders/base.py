@@ -244,6 +244,19 @@ class Embedder(abc.ABC):
                          path=path if path is not None else self._source(item),
                          reason=reason)
 
+  def filterbank(self) -> Optional[np.ndarray]:
+    """What is known in closed form about the embedder, for decoders to
+    start from: the `[bins, dim]` weights W when its frames are the log of
+    a filterbank of the STFT magnitude (embedding = log(|X| @ W)); None
+    when no such closed form exists (the default).
+    """
+    return None
+
+  @classmethod
+  def offers_filterbank(cls) -> bool:
+    """Whether `filterbank()` can return weights (without building one)."""
+    return cls.filterbank is not Embedder.filterbank
+
   def invert_magnitude(self, features: np.ndarray) -> np.ndarray:
     """Closed-form inverse `[frames, dim]` -> `[frames, bins]` magnitude."""
     raise NotImplementedError(f"embedder {self.name!r} has no analytic inverse")

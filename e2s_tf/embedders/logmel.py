@@ -159,6 +159,10 @@ class LogMelEmbedder(base.Embedder):
     """The `[bins, mel]` weights W: mel energies = |X| @ W."""
     return self._mel.numpy()
 
+  def filterbank(self) -> np.ndarray:
+    """The mel weights: the frames are log(|X| @ W) (floored)."""
+    return self.mel_matrix()
+
   def log_mel(self, audio: tf.Tensor) -> tf.Tensor:
     """`[..., samples]` waveform -> `[..., frames, mel]` log-mel energies."""
     magnitude = tf.abs(spectral.stft(audio, self.stft_config))

@@ -103,11 +103,8 @@ def _option_types(cls: Type[base.Embedder]) -> dict[str, tuple[Any, bool]]:
 def check_options(spec: str, options: Mapping[str, Any]) -> None:
   """Raises OptionError unless `options` are names and types that the
   embedder of `spec` takes; ValueError for an unknown embedder."""
-  name, _ = _parse_spec(spec)
-  if name not in _REGISTRY:
-    raise ValueError(f"unknown embedder {name!r} (spec {spec!r}); known: "
-                     f"{available()}")
-  cls = _REGISTRY[name]
+  cls = embedder_class(spec)
+  name = cls.name
   accepted = _accepted_options(cls)
   if accepted is not None:
     unknown = sorted(set(options) - set(accepted))
@@ -127,6 +124,15 @@ def check_options(spec: str, options: Mapping[str, Any]) -> None:
           f"embedder {name!r}: option {option!r} must be {what}"
           f"{' or null' if optional else ''}, got {value!r} "
           f"({type(value).__name__})")
+
+
+def embedder_class(spec: str) -> Type[base.Embedder]:
+  """The class a spec names (nothing is built); ValueError if unknown."""
+  name, _ = _parse_spec(spec)
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown embedder {name!r} (spec {spec!r}); known: "
+                     f"{available()}")
+  return _REGISTRY[name]
 
 
 def get_embedder(spec: str, stft_config: spectral.StftConfig = spectral.DEFAULT,
