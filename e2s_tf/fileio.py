@@ -20,6 +20,9 @@ Three rules of DESIGN.md meet here:
 the folder always holds a complete one: built in a temporary sibling, then
 swapped in; only a previous output of the same kind is replaced.
 
+`write_json` writes a JSON file atomically: a reader sees the previous file
+or the new one whole, never a part.
+
 `describe_os_error` turns an `OSError` into the one line a main prints, with
 "no space left on <path>" for a full disk.
 """
@@ -134,6 +137,43 @@ def unique_output_path(folder: str, item_id: Any, suffix: str,
       stem = stem.rstrip("/.") or "x"
     path = output_path(folder, stem + tail, suffix)
   taken.add(path)
+  return path
+
+
+def write_json(path: str, value: Any, *, indent: Optional[int] = 1,
+               sort_keys: bool = False,
+               default: Optional[Callable[[Any], Any]] = None) -> str:
+  """Writes `value` as JSON to `path` atomically, ending in a newline.
+
+  The text goes to a temporary file in the same folder (made if missing),
+  flushed and synced to disk, which then replaces `path` in one
+  `os.replace`: a kill or a full disk leaves `path` as it was, and the
+  temporary file is removed on any failure.
+
+  Args:
+    path: the JSON file.
+    value: what `json.dump` writes.
+    indent, sort_keys, default: as in `json.dump`.
+
+  Returns:
+    `path`.
+  """
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder,
+                             prefix=f".{os.path.basename(path)}.tmp-")
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      json.dump(value, f, indent=indent, sort_keys=sort_keys, default=default)
+      f.write("\n")
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 is not an output's
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.lexists(tmp):
+      os.remove(tmp)
+    raise
   return path
 
 

@@ -188,3 +188,23 @@ def test_write_folder_without_an_atomic_exchange(tmp_path, monkeypatch):
   assert os.listdir(target) == ["meta.json"]
   assert (target / "meta.json").read_text() == "2"
   assert sorted(os.listdir(tmp_path)) == [".out.lock", "out"]
+
+
+def test_write_json_replaces_whole_and_leaves_no_temporary(tmp_path):
+  path = tmp_path / "sub" / "x.json"
+  assert fileio.write_json(str(path), {"b": 1, "a": [2]}, sort_keys=True,
+                           indent=None) == str(path)
+  assert path.read_text() == '{"a": [2], "b": 1}\n'
+  assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~fileio._umask())
+  fileio.write_json(str(path), (1.5,), default=list)
+  assert path.read_text() == "[\n 1.5\n]\n"
+  assert os.listdir(path.parent) == ["x.json"]
+
+
+def test_write_json_failure_keeps_the_previous_file(tmp_path):
+  path = tmp_path / "x.json"
+  fileio.write_json(str(path), {"old": 1})
+  with pytest.raises(TypeError):
+    fileio.write_json(str(path), {"new": object()})
+  assert path.read_text() == '{\n "old": 1\n}\n'
+  assert os.listdir(tmp_path) == ["x.json"]
