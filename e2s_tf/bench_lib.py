@@ -62,6 +62,7 @@ from e2s_tf import audio as audio_lib
 from e2s_tf import corpus
 from e2s_tf import data as data_lib
 from e2s_tf import export_lib
+from e2s_tf import fileio
 from e2s_tf import preprocess_lib
 from e2s_tf import records
 from e2s_tf import spectral
@@ -824,15 +825,6 @@ BENCHMARKS: dict[str, Benchmark] = {
 # The suite.
 
 
-def _write_json(results: Mapping[str, Any], path: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(results, f, indent=1, default=float)
-  os.replace(tmp, path)
-
-
 def run(work_dir: str, out: str, only: Optional[Sequence[str]] = None,
         quick: bool = False, manifest: Optional[str] = None,
         data_dir: Optional[str] = None, command: str = "",
@@ -880,7 +872,7 @@ def run(work_dir: str, out: str, only: Optional[Sequence[str]] = None,
     figures["loadavg_after"] = list(os.getloadavg())
     results["benchmarks"][name] = figures
     results["total_seconds"] = time.perf_counter() - start
-    _write_json(results, out)
+    fileio.write_json(out, results, default=float)
     target = ""
     if "target_met" in figures:
       target = (f" [target {figures['target']}: "

@@ -693,14 +693,6 @@ def _check_compatible(path: str, table: Mapping[str, Any]) -> None:
           f"not {table[key]!r}; use another out_dir or delete it")
 
 
-def _write_json(value: Any, path: str) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=2)
-    f.write("\n")
-  os.replace(tmp, path)
-
-
 def make_corpus(out_dir: str, speakers: int = 8, utterances: int = 40,
                 seed: int = 0, sample_rate: int = 16000, progress: bool = True,
                 workers: Optional[int] = None) -> str:
@@ -746,7 +738,7 @@ def make_corpus(out_dir: str, speakers: int = 8, utterances: int = 40,
       audio_lib.save_wav(path, synthesize(utterance, sample_rate), sample_rate)
 
   # The table goes first: an interrupted run is still checked on re-runs.
-  _write_json(table, speakers_path)
+  fileio.write_json(speakers_path, table, indent=2)
   todo = [u for u in plan if not os.path.exists(wav_path(u))]
   logging.info("corpus %s: %d utterances, %d to synthesise", out_dir,
                len(plan), len(todo))

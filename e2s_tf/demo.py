@@ -19,6 +19,8 @@ import time
 from absl import app
 from absl import flags
 
+from e2s_tf import fileio
+
 _DEMO_DIR = flags.DEFINE_string("demo_dir", "demo", "Where everything goes.")
 _AUDIO_DIR = flags.DEFINE_string(
     "audio_dir", "", "Your own audio folder instead of the espeak-ng corpus.")
@@ -73,16 +75,15 @@ def _stage(index, total, stage, command, outputs, demo_dir, env=None):
   if result.returncode != 0:
     raise SystemExit(f"{head} failed (exit {result.returncode}); fix the "
                      "cause and re-run: finished stages are kept")
-  os.makedirs(os.path.dirname(_stamp_path(demo_dir, stage)), exist_ok=True)
-  with open(_stamp_path(demo_dir, stage), "w") as f:
-    json.dump({"command": text, "seconds": round(time.time() - start, 1)}, f)
+  fileio.write_json(_stamp_path(demo_dir, stage),
+                    {"command": text, "seconds": round(time.time() - start, 1)},
+                    indent=None)
   print(f"{head}: finished in {time.time() - start:.0f} s", flush=True)
 
 
 def _pick_wav_inputs(data_dir, out_dir, count):
   """Writes the raw embeddings of `count` test items as .npy files."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from e2s_tf import fileio  # pylint: disable=g-import-not-at-top
   from e2s_tf import records  # pylint: disable=g-import-not-at-top
   os.makedirs(out_dir, exist_ok=True)
   files = records.split_files(data_dir, "test")

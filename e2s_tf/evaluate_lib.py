@@ -32,7 +32,6 @@ records.CorruptShardError naming the file.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -340,10 +339,7 @@ def _evaluate(decoder, runner, names, items, skipped, info, model_dir,
         row["speaker_cosine"], row["speaker_id_correct"] = cos, ok
       result[name]["speaker_cosine"] = _mean(values["speaker_cosine"])
       result[name]["speaker_id_accuracy"] = _mean(values["speaker_id_correct"])
-  with open(os.path.join(out_dir, METRICS_FILE) + ".tmp", "w") as f:
-    json.dump(result, f, indent=1)
-  os.replace(os.path.join(out_dir, METRICS_FILE) + ".tmp",
-             os.path.join(out_dir, METRICS_FILE))
+  fileio.write_json(os.path.join(out_dir, METRICS_FILE), result)
   summary = {n: {k: v for k, v in s.items() if k != "items"}
              for n, s in result.items()}
   meta = decoder.meta

@@ -170,8 +170,7 @@ def export_network(network, config, info, export_dir: str,
   def write(tmp):
     tf.saved_model.save(module, tmp, signatures={
         "spectrogram": module.spectrogram, "waveform": module.waveform})
-    with open(os.path.join(tmp, EXPORT_JSON), "w") as f:
-      json.dump(meta, f, indent=1, default=list)
+    fileio.write_json(os.path.join(tmp, EXPORT_JSON), meta, default=list)
 
   fileio.write_folder(export_dir, write, marker=EXPORT_JSON,
                       overwrite=overwrite, program="export", protect=protect)

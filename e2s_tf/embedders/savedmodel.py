@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
+from e2s_tf import fileio
 from e2s_tf import spectral
 from e2s_tf.embedders import base
 from e2s_tf.embedders import registry
@@ -44,12 +45,10 @@ def write_embedder_json(path: str, dim: Optional[int], grid: base.Grid) -> str:
     The JSON file's path.
   """
   os.makedirs(path, exist_ok=True)
-  out = os.path.join(path, EMBEDDER_JSON)
-  with open(out, "w") as f:
-    json.dump({"dim": None if dim is None else int(dim), **grid.to_dict()}, f,
-              indent=2, sort_keys=True)
-    f.write("\n")
-  return out
+  return fileio.write_json(
+      os.path.join(path, EMBEDDER_JSON),
+      {"dim": None if dim is None else int(dim), **grid.to_dict()},
+      indent=2, sort_keys=True)
 
 
 def _read_embedder_json(path: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from e2s_tf.configs import testing as testing_config
 from e2s_tf import corpus
 from e2s_tf import evaluate_lib
 from e2s_tf import export_lib
+from e2s_tf import fileio
 from e2s_tf import preprocess_lib
 from e2s_tf import records
 from e2s_tf import spectral
@@ -123,8 +124,7 @@ def write_report(path: str, title: str, command: str, intro: str, table: str,
           f"{table}\n\n{notes}\n")
   with open(path, "w") as f:
     f.write(text)
-  with open(os.path.splitext(path)[0] + ".json", "w") as f:
-    json.dump(results, f, indent=1)
+  fileio.write_json(os.path.splitext(path)[0] + ".json", results)
 
 
 # ----------------------------------------------------------------------------
@@ -184,6 +184,5 @@ def derive_dataset(data_dir: str, out_dir: str, stft: spectral.StftConfig,
       s: {str(q): float(np.quantile(v, q))
           for q in preprocess_lib.QUANTILES} for s, v in lengths.items()}
   new["fingerprint"] = "derived"
-  with open(os.path.join(out_dir, records.DATASET_INFO), "w") as f:
-    json.dump(new, f, indent=1)
+  fileio.write_json(os.path.join(out_dir, records.DATASET_INFO), new)
   return out_dir
