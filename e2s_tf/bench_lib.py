@@ -63,6 +63,7 @@ from e2s_tf import corpus
 from e2s_tf import data as data_lib
 from e2s_tf import export_lib
 from e2s_tf import fileio
+from e2s_tf import manifest as manifest_lib
 from e2s_tf import preprocess_lib
 from e2s_tf import records
 from e2s_tf import spectral
@@ -219,7 +220,7 @@ class Bench:
     rate = self.stft.sample_rate
     want = int(round(seconds * rate))
     pieces, have = [], 0
-    items = corpus.read_manifest(self.manifest)
+    items = manifest_lib.read_manifest(self.manifest)
     if not items:
       raise ValueError(f"{self.manifest}: no items to take speech from")
     while have < want:
@@ -729,8 +730,8 @@ def preprocess_memory(work_dir: str, audio_seconds: float,
   soundfile.write(wav, corpus.speechlike_audio(audio_seconds), 16000,
                   subtype="PCM_16")
   manifest = os.path.join(work_dir, f"long-{audio_seconds:g}.jsonl")
-  corpus.write_manifest([{"id": "long", "audio": wav, "speaker": "a"}],
-                        manifest)
+  manifest_lib.write_manifest(
+      [{"id": "long", "audio": wav, "speaker": "a"}], manifest)
   out_dir = os.path.join(work_dir,
                          f"out-{audio_seconds:g}-{max_item_seconds:g}")
   command = [sys.executable, "-m", "e2s_tf.preprocess",

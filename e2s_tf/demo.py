@@ -107,12 +107,13 @@ def _encoder_manifest(manifest, out, split_by):
   """The manifest's items of the decoder's train split (same split as
   preprocess with its defaults), so the encoder never hears the utterances
   the decoder is evaluated on."""
-  from e2s_tf import corpus  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from e2s_tf import manifest as manifest_lib
   from e2s_tf import preprocess_lib  # pylint: disable=g-import-not-at-top
-  items = corpus.read_manifest(manifest)
+  items = manifest_lib.read_manifest(manifest)
   splits = preprocess_lib.assign_splits(items, split_by, 0.1, 0.1, seed=0)
-  corpus.write_manifest([it for it in items if splits[it["id"]] == "train"],
-                        out)
+  manifest_lib.write_manifest(
+      [it for it in items if splits[it["id"]] == "train"], out)
 
 
 def main(argv):

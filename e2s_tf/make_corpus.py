@@ -13,6 +13,7 @@ from absl import app
 from absl import flags
 
 from e2s_tf import corpus
+from e2s_tf import manifest as manifest_lib
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory.",
                                required=True)

@@ -10,21 +10,22 @@ item per voice-active region (start/end in seconds, on the frame grid).
 Ids come from the file names and are always valid ids (they become output
 file names): characters other than letters, digits, '.', '_' and '-' map to
 '_' ("my take (2).wav" -> "my_take_2_"), accents are dropped, and repeats get
-"-2", "-3", ... (see corpus.build_manifest).
+"-2", "-3", ... (see manifest.build_manifest).
 """
 
 from absl import app
 from absl import flags
 
 from e2s_tf import audio
-from e2s_tf import corpus
+from e2s_tf import manifest as manifest_lib
 from e2s_tf import spectral
 
 _AUDIO_DIR = flags.DEFINE_string("audio_dir", None, "Root of the audio files.",
                                  required=True)
 _OUT = flags.DEFINE_string("out", None, "Manifest to write (.jsonl).",
                            required=True)
-_LAYOUT = flags.DEFINE_enum("layout", "speaker_dirs", list(corpus.LAYOUTS),
+_LAYOUT = flags.DEFINE_enum("layout", "speaker_dirs",
+                            list(manifest_lib.LAYOUTS),
                             "Directory layout of audio_dir.")
 _VAD = flags.DEFINE_bool(
     "vad", False, "One item per voice-active region instead of per file.")
@@ -66,7 +67,7 @@ def main(argv):
         min_region_frames=_VAD_MIN_REGION.value,
         hangover_frames=_VAD_HANGOVER.value,
         min_gap_frames=_VAD_MIN_GAP.value, floor_db=_VAD_FLOOR_DB.value)
-    count = corpus.build_manifest(
+    count = manifest_lib.build_manifest(
         _AUDIO_DIR.value, _OUT.value, layout=_LAYOUT.value, vad=_VAD.value,
         config=config, vad_options=vad_options, progress=_PROGRESS.value)
   except (ValueError, OSError) as e:

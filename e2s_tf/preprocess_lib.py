@@ -53,9 +53,9 @@ import tensorflow as tf
 import tqdm
 
 from e2s_tf import audio as audio_lib
-from e2s_tf import corpus
 from e2s_tf import embedders
 from e2s_tf import fileio
+from e2s_tf import manifest as manifest_lib
 from e2s_tf import records
 from e2s_tf import spectral
 from e2s_tf.embedders import registry as embedder_registry
@@ -796,7 +796,7 @@ def plan_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
     raise PreprocessError("--embedder_options: must be a JSON object, got "
                           f"{type(embedder_options).__name__}")
   embedder_options = dict(embedder_options or {})
-  items = corpus.read_manifest(manifest)
+  items = manifest_lib.read_manifest(manifest)
   if not items:
     raise PreprocessError(f"{manifest}: no items")
   settings = dict(embedder=embedder_spec, options=embedder_options,

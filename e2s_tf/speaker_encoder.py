@@ -53,8 +53,8 @@ import numpy as np
 import tensorflow as tf
 
 from e2s_tf import audio as audio_lib
-from e2s_tf import corpus
 from e2s_tf import fileio
+from e2s_tf import manifest as manifest_lib
 from e2s_tf import spectral
 from e2s_tf import summaries
 from e2s_tf.embedders import base as embedders_base
@@ -281,15 +281,15 @@ def load_utterances(manifest: str, sample_rate: int, min_samples: int,
   Items shorter than `min_samples` are skipped (and counted in the log).
 
   Raises:
-    corpus.ManifestError: an item without a `speaker`.
+    manifest.ManifestError: an item without a `speaker`.
     audio_lib.AudioError: unreadable audio (the message names the file).
   """
-  items = corpus.read_manifest(manifest)
+  items = manifest_lib.read_manifest(manifest)
   out, short = [], []
   for item in items:
     speaker = item.get("speaker")
     if not isinstance(speaker, str) or not speaker:
-      raise corpus.ManifestError(
+      raise manifest_lib.ManifestError(
           f"{manifest}: item {item['id']!r} has no 'speaker': the speaker "
           "encoder trains on speaker labels")
     audio = audio_lib.load_audio(item["audio"], sample_rate, item.get("start"),

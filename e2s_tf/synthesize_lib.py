@@ -8,7 +8,7 @@ What is written where, and what is skipped:
   - An item's WAV is `<out_dir>/<id>.wav`. The id of a .npy file is its path
     relative to the input folder without `.npy`, sub-folders kept
     (`a/x.npy` -> `a/x.wav`, `b/x.npy` -> `b/x.wav`), each segment mapped to
-    the id rule (`corpus.id_segment`: "my take (2).npy" -> "my_take_2_").
+    the id rule (`manifest.id_segment`: "my take (2).npy" -> "my_take_2_").
     The id of a record is its stored id; a record whose id is not a valid
     id (`../../x`, `/abs/x`) is reported and skipped. Paths are built by
     `fileio.unique_output_path`: they never leave out_dir, and two items
@@ -35,9 +35,9 @@ import numpy as np
 import tqdm
 
 from e2s_tf import audio as audio_lib
-from e2s_tf import corpus
 from e2s_tf import export_lib
 from e2s_tf import fileio
+from e2s_tf import manifest as manifest_lib
 from e2s_tf import records
 from e2s_tf.embedders import npy
 
@@ -68,7 +68,7 @@ def _load_npy(path: str, item_id: str, dim: int, transpose: bool) -> Item:
 
 def _npy_id(relative: str) -> str:
   """The item id of a .npy file from its '/'-separated relative path."""
-  return corpus.path_id(os.path.splitext(relative)[0])
+  return manifest_lib.path_id(os.path.splitext(relative)[0])
 
 
 def iter_items(source: str, dim: int, transpose: bool = False

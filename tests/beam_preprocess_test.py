@@ -12,6 +12,7 @@ import tensorflow as tf
 from e2s_tf import beam_preprocess
 from e2s_tf import corpus
 from e2s_tf import fileio
+from e2s_tf import manifest as manifest_lib
 from e2s_tf import preprocess_lib
 from e2s_tf import records
 
@@ -31,7 +32,7 @@ def _write_manifest(path, items):
 @pytest.fixture(scope="module")
 def manifest(speech_corpus, tmp_path_factory):
   """The speech corpus (absolute paths) plus one item whose audio is gone."""
-  items = corpus.read_manifest(speech_corpus)
+  items = manifest_lib.read_manifest(speech_corpus)
   gone = dict(items[0], id="gone", audio=str(
       tmp_path_factory.mktemp("gone") / "nowhere.wav"))
   return _write_manifest(tmp_path_factory.mktemp("manifest") / "m.jsonl",
@@ -123,7 +124,7 @@ def test_each_path_recognises_the_others_result(both, manifest):
 
 
 def test_rejected_run_leaves_nothing_that_looks_whole(speech_corpus, tmp_path):
-  items = corpus.read_manifest(speech_corpus)[:4]
+  items = manifest_lib.read_manifest(speech_corpus)[:4]
   items += [dict(it, id=it["id"] + "_gone", audio=str(tmp_path / "no.wav"))
             for it in items]
   manifest = _write_manifest(tmp_path / "bad.jsonl", items)
@@ -231,7 +232,7 @@ def test_pieces_and_a_failed_rerun_as_on_the_local_path(speech_corpus,
   wav = tmp_path / "long.wav"
   sf.write(wav, corpus.speechlike_audio(40.0), 16000,
            subtype="PCM_16")
-  items = corpus.read_manifest(speech_corpus)[:2]
+  items = manifest_lib.read_manifest(speech_corpus)[:2]
   manifest = _write_manifest(tmp_path / "long.jsonl", items + [
       {"id": "long", "audio": str(wav), "speaker": items[0]["speaker"]}])
   settings = dict(SETTINGS, valid_fraction=0.0, test_fraction=0.0,

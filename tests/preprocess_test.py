@@ -20,6 +20,7 @@ from e2s_tf import audio as audio_lib
 from e2s_tf import bench_lib
 from e2s_tf import corpus
 from e2s_tf import fileio
+from e2s_tf import manifest as manifest_lib
 from e2s_tf import preprocess_lib
 from e2s_tf import records
 from e2s_tf import spectral
@@ -82,7 +83,7 @@ def test_speaker_split_holds_out_whole_speakers(logmel_data):
 def test_stored_log_stft_equals_numpy_recomputation(logmel_data, tiny_corpus):
   data_dir, info = logmel_data
   assert info["stft"] == CONFIG.to_dict()
-  items = {it["id"]: it for it in corpus.read_manifest(tiny_corpus)}
+  items = {it["id"]: it for it in manifest_lib.read_manifest(tiny_corpus)}
   for split in records.SPLITS:
     for item_id, ex in _read_split(data_dir, split).items():
       t = int(ex["length"])
@@ -121,7 +122,7 @@ def test_statistics_are_those_of_the_train_split(logmel_data):
 
 
 def test_utterance_split_is_deterministic_for_a_seed(tiny_corpus):
-  items = corpus.read_manifest(tiny_corpus)
+  items = manifest_lib.read_manifest(tiny_corpus)
   a = preprocess_lib.assign_splits(items, "utterance", 0.2, 0.2, seed=3)
   b = preprocess_lib.assign_splits(items, "utterance", 0.2, 0.2, seed=3)
   c = preprocess_lib.assign_splits(items, "utterance", 0.2, 0.2, seed=4)
@@ -169,7 +170,7 @@ def _write_npy_case(tmp_path, tiny_corpus):
   """A manifest of good npy items plus one bad item of every kind."""
   from e2s_tf import embedders  # pylint: disable=g-import-not-at-top
   logmel = embedders.get_embedder("logmel", CONFIG)
-  items = corpus.read_manifest(tiny_corpus)
+  items = manifest_lib.read_manifest(tiny_corpus)
   lines, expected = [], {}
   for it in items:
     wav = audio_lib.load_audio(it["audio"], CONFIG.sample_rate)
@@ -355,7 +356,7 @@ def test_failed_runs_leave_the_previous_dataset_and_other_files_intact(
                                        **settings)
   before = _snapshot(out)
   assert "notes.tfrecord" in before and "train-1-of-2.tfrecord" in before
-  items = corpus.read_manifest(tiny_corpus)
+  items = manifest_lib.read_manifest(tiny_corpus)
   broken = tmp_path / "broken.jsonl"
   broken.write_text(json.dumps(items[0]) + "\n{\"id\": \"x\", \"audio\": \n")
   bad_split = dict(settings, split_by="speaker", valid_fraction=0.4,
@@ -363,7 +364,8 @@ def test_failed_runs_leave_the_previous_dataset_and_other_files_intact(
   gone = _write_lines(tmp_path / "gone.jsonl", [
       dict(it, audio=str(tmp_path / "nowhere.wav")) for it in items])
   cases = [
-      ((str(broken), "logmel"), settings, corpus.ManifestError, r":2: "),
+      ((str(broken), "logmel"), settings, manifest_lib.ManifestError,
+       r":2: "),
       ((tiny_corpus, "logmell"), settings, preprocess_lib.PreprocessError,
        "--embedder: unknown embedder 'logmell'"),
       ((tiny_corpus, "logmel"), bad_split, ValueError, "too few"),
@@ -412,7 +414,7 @@ def test_a_folder_in_use_is_refused_and_a_killed_runs_lock_taken_over(
   # holds the folder, with its pool of workers, for as long as the test wants.
   fifo = tmp_path / "blocks.wav"
   os.mkfifo(fifo)
-  items = corpus.read_manifest(tiny_corpus)
+  items = manifest_lib.read_manifest(tiny_corpus)
   blocking = _write_lines(tmp_path / "blocking.jsonl", items + [
       {"id": "blocks", "audio": str(fifo), "start": 0.0, "end": 1.0}])
   a = subprocess.Popen(
@@ -506,7 +508,7 @@ def _mount_tmpfs(path, size_bytes, request):
 
 def test_full_disk_is_one_line_and_keeps_the_previous_dataset(
     tiny_corpus, tmp_path, request):
-  items = corpus.read_manifest(tiny_corpus)
+  items = manifest_lib.read_manifest(tiny_corpus)
   one = _write_lines(tmp_path / "one.jsonl", items[:1])
   made = tmp_path / "made"
   preprocess_lib.run_preprocess(one, str(made), "logmel", split_by="utterance",
@@ -562,7 +564,7 @@ def long_case(tiny_corpus, tmp_path_factory):
   from e2s_tf import embedders  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp("long")
   logmel = embedders.get_embedder("logmel", CONFIG)
-  items = corpus.read_manifest(tiny_corpus)
+  items = manifest_lib.read_manifest(tiny_corpus)
   lines = []
   for it in items:
     np.save(root / f"{it['id']}.npy",
@@ -627,7 +629,7 @@ def test_long_items_become_pieces_cut_at_pauses(long_case):
 
 def test_pieces_stay_in_their_items_split_and_frames(long_case):
   manifest, whole, out, infos = long_case
-  items = {it["id"]: it for it in corpus.read_manifest(manifest)}
+  items = {it["id"]: it for it in manifest_lib.read_manifest(manifest)}
   splits = preprocess_lib.assign_splits(list(items.values()), "speaker", 0.34,
                                         0.34, seed=0)
   rows = {r["id"]: r for r in _pieces(out["logmel"])}

@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from e2s_tf.configs import speaker_encoder as encoder_config
 from e2s_tf import audio as audio_lib
-from e2s_tf import corpus
 from e2s_tf import embedders
+from e2s_tf import manifest as manifest_lib
 from e2s_tf import spectral
 from e2s_tf import speaker_encoder
 
@@ -49,7 +49,7 @@ def waveforms(speech_corpus):
   stft = spectral.StftConfig()
   return {item["id"]: (item["speaker"],
                        audio_lib.load_audio(item["audio"], stft.sample_rate))
-          for item in corpus.read_manifest(speech_corpus)}
+          for item in manifest_lib.read_manifest(speech_corpus)}
 
 
 def _tags(logdir):
@@ -246,11 +246,11 @@ def test_front_end_frames_follow_the_grid():
 
 
 def test_manifest_without_speakers_is_refused(tmp_path, speech_corpus):
-  items = corpus.read_manifest(speech_corpus)
+  items = manifest_lib.read_manifest(speech_corpus)
   del items[2]["speaker"]
   manifest = str(tmp_path / "manifest.jsonl")
-  corpus.write_manifest(items, manifest)
-  with pytest.raises(corpus.ManifestError, match=items[2]["id"]):
+  manifest_lib.write_manifest(items, manifest)
+  with pytest.raises(manifest_lib.ManifestError, match=items[2]["id"]):
     speaker_encoder.train(_config(), manifest, str(tmp_path / "w"), log=id)
 
 

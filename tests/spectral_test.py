@@ -174,8 +174,9 @@ def test_spectral_convergence_values():
 def test_griffin_lim_on_real_speech(speech_corpus):
   """Fast Griffin-Lim (32 iterations, momentum 0.99) on an espeak utterance."""
   from e2s_tf import audio as audio_lib  # pylint: disable=g-import-not-at-top
-  from e2s_tf import corpus  # pylint: disable=g-import-not-at-top
-  item = corpus.read_manifest(speech_corpus)[0]
+  # pylint: disable-next=g-import-not-at-top
+  from e2s_tf import manifest as manifest_lib
+  item = manifest_lib.read_manifest(speech_corpus)[0]
   x = audio_lib.load_audio(item["audio"], CONFIG.sample_rate)
   fast = _gl_convergence(x)
   classic = _gl_convergence(x, momentum=0.0)

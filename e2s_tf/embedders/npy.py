@@ -131,7 +131,7 @@ class NpyEmbedder(base.Embedder):
 
   def _embed(self, audio: np.ndarray, item: Mapping[str, Any]) -> np.ndarray:
     # The id names the item's records and output files: an item that did not
-    # come through corpus.read_manifest is checked here all the same.
+    # come through manifest.read_manifest is checked here all the same.
     problem = fileio.item_id_problem(item.get("id"))
     if problem:
       raise self.error(item, f"invalid item id: {problem}")
