@@ -20,8 +20,9 @@ Three rules of DESIGN.md meet here:
 the folder always holds a complete one: built in a temporary sibling, then
 swapped in; only a previous output of the same kind is replaced.
 
-`write_json` writes a JSON file atomically: a reader sees the previous file
-or the new one whole, never a part.
+`write_json` writes a JSON file atomically, `replacing` any text file (a
+manifest): a reader sees the previous file or the new one whole, never a
+part.
 
 `describe_os_error` turns an `OSError` into the one line a main prints, with
 "no space left on <path>" for a full disk.
@@ -29,6 +30,7 @@ or the new one whole, never a part.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime
 import errno
@@ -39,7 +41,7 @@ import re
 import shutil
 import socket
 import tempfile
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, TextIO
 
 MAX_ID_LENGTH = 200
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
@@ -158,14 +160,31 @@ def write_json(path: str, value: Any, *, indent: Optional[int] = 1,
   Returns:
     `path`.
   """
+  with replacing(path) as f:
+    json.dump(value, f, indent=indent, sort_keys=sort_keys, default=default)
+    f.write("\n")
+  return path
+
+
+@contextlib.contextmanager
+def replacing(path: str) -> Iterator[TextIO]:
+  """A UTF-8 text file that replaces `path` atomically when the block ends.
+
+      with fileio.replacing(manifest) as f:
+        f.write(line)
+
+  The file is a temporary one in the same folder (made if missing); at the
+  end of the block it is flushed, synced to disk and renamed onto `path`
+  (`os.replace`). If the block raises, or anything fails, the temporary file
+  is removed and `path` is as it was.
+  """
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder,
                              prefix=f".{os.path.basename(path)}.tmp-")
   try:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-      json.dump(value, f, indent=indent, sort_keys=sort_keys, default=default)
-      f.write("\n")
+      yield f
       f.flush()
       os.fsync(f.fileno())
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 is not an output's
@@ -174,7 +193,6 @@ def write_json(path: str, value: Any, *, indent: Optional[int] = 1,
     if os.path.lexists(tmp):
       os.remove(tmp)
     raise
-  return path
 
 
 def describe_os_error(error: OSError, path: Optional[str] = None) -> str:

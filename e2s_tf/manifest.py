@@ -33,19 +33,12 @@ class ManifestError(ValueError):
 
 
 def write_manifest(items: Iterable[Mapping[str, Any]], path: str) -> int:
-  """Writes items as JSON lines, atomically (temporary file + rename)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
+  """Writes items as JSON lines, atomically (`fileio.replacing`)."""
   count = 0
-  try:
-    with open(tmp, "w", encoding="utf-8") as f:
-      for item in items:
-        f.write(json.dumps(dict(item), ensure_ascii=False) + "\n")
-        count += 1
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with fileio.replacing(path) as f:
+    for item in items:
+      f.write(json.dumps(dict(item), ensure_ascii=False) + "\n")
+      count += 1
   return count
 
 

@@ -208,3 +208,16 @@ def test_write_json_failure_keeps_the_previous_file(tmp_path):
     fileio.write_json(str(path), {"new": object()})
   assert path.read_text() == '{\n "old": 1\n}\n'
   assert os.listdir(tmp_path) == ["x.json"]
+
+
+def test_replacing_an_unfinished_block_keeps_the_previous_file(tmp_path):
+  path = tmp_path / "m.jsonl"
+  with fileio.replacing(str(path)) as f:
+    f.write("caf\u00e9\n")
+  assert path.read_text(encoding="utf-8") == "caf\u00e9\n"
+  with pytest.raises(KeyboardInterrupt):
+    with fileio.replacing(str(path)) as f:
+      f.write("half")
+      raise KeyboardInterrupt
+  assert path.read_text(encoding="utf-8") == "caf\u00e9\n"
+  assert os.listdir(tmp_path) == ["m.jsonl"]
