@@ -15,6 +15,7 @@ project's frame grid (the same frames, so no time warping is needed).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Optional
@@ -58,29 +59,28 @@ def spectral_convergence(reference: np.ndarray, estimate: np.ndarray,
   return float(np.linalg.norm(x - y) / max(np.linalg.norm(x), 1e-12))
 
 
-def _mel_matrix(config: spectral.StftConfig, bands: int) -> np.ndarray:
-  """Triangular mel filterbank `[bins, bands]` (HTK mel scale)."""
-  def hz_to_mel(f):
-    return 2595.0 * np.log10(1.0 + f / 700.0)
-
-  def mel_to_hz(m):
-    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-
-  freqs = np.linspace(0, config.sample_rate / 2, config.num_bins)
-  edges = mel_to_hz(np.linspace(hz_to_mel(0.0),
-                                hz_to_mel(config.sample_rate / 2), bands + 2))
-  lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
-  f = freqs[:, None]
-  up = (f - lower) / (center - lower)
-  down = (upper - f) / (upper - center)
-  return np.maximum(0.0, np.minimum(up, down))
+@functools.lru_cache(maxsize=8)
+def _mel_matrix(sample_rate: int, fft_length: int, bands: int) -> np.ndarray:
+  """Triangular mel filterbank `[bins, bands]`: HTK mel scale, 0 Hz to
+  Nyquist, unnormalised peaks of 1 (`librosa.filters.mel`), float64."""
+  with warnings.catch_warnings():
+    # librosa 0.10 loads its submodules lazily, one of them with a deprecated
+    # importlib API.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import librosa.filters  # pylint: disable=g-import-not-at-top
+  matrix = librosa.filters.mel(
+      sr=sample_rate, n_fft=fft_length, n_mels=bands, fmin=0.0,
+      fmax=sample_rate / 2, htk=True, norm=None, dtype=np.float64).T
+  matrix.setflags(write=False)
+  return matrix
 
 
 def mel_cepstrum(audio: np.ndarray, config: spectral.StftConfig = spectral.DEFAULT
                  ) -> np.ndarray:
   """Mel cepstra `[frames, 24]` (c1..c24) of a waveform."""
   power = np.square(_magnitude(audio, config))
-  mel = power @ _mel_matrix(config, _MCD_MEL_BANDS)
+  mel = power @ _mel_matrix(config.sample_rate, config.fft_length,
+                            _MCD_MEL_BANDS)
   log_amplitude = 0.5 * np.log(np.maximum(mel, 1e-10))
   ceps = scipy.fft.dct(log_amplitude, type=2, norm="ortho", axis=-1)
   return ceps[:, 1:_MCD_COEFFS + 1]
