@@ -64,6 +64,7 @@ from e2s_tf import data as data_lib
 from e2s_tf import export_lib
 from e2s_tf import fileio
 from e2s_tf import manifest as manifest_lib
+from e2s_tf import metrics
 from e2s_tf import preprocess_lib
 from e2s_tf import records
 from e2s_tf import spectral
@@ -405,10 +406,8 @@ def bench_griffin_lim(bench: Bench) -> dict[str, Any]:
         dtype=np.float32, momentum=GRIFFIN_LIM_MOMENTUM, init=None)
 
   def convergence(audio):
-    """Spectral convergence of the first item's audio on the grid."""
-    audio = np.asarray(audio, np.float32)[0, :stft.num_samples(frames)]
-    estimate = np.abs(spectral.stft(audio[None], stft).numpy())
-    return float(spectral.spectral_convergence(magnitude, estimate)[0])
+    """Spectral convergence of the first item's audio against the speech."""
+    return metrics.spectral_convergence(speech, np.asarray(audio)[0], stft)
 
   figures = {"speech_seconds": s.speech_seconds, "frames": frames,
              "iterations": s.griffin_lim_iterations,

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from e2s_tf import masking
 from e2s_tf import spectral
 
 # De-normalised predicted log-magnitudes are clipped to this before `exp` so an
@@ -38,26 +39,10 @@ def _as_float(x) -> tf.Tensor:
   return tf.cast(tf.convert_to_tensor(x), tf.float32)
 
 
-def _expand_mask(mask: tf.Tensor, rank) -> tf.Tensor:
-  """`[batch, frames]` mask -> `[batch, frames, 1, ...]` of rank `rank`."""
-  mask = _as_float(mask)
-  return tf.reshape(mask, tf.concat(
-      [tf.shape(mask), tf.ones([rank - 2], tf.int32)], axis=0))
-
-
 def zero_padding(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-  """Replaces padding by zeros, NaN/inf-safe.
-
-  Args:
-    values: `[batch, frames, ...]`.
-    mask: `[batch, frames]`, 1 = valid.
-
-  Returns:
-    `values` (float32) with every padding frame set to 0.
-  """
-  values = _as_float(values)
-  valid = _expand_mask(mask, values.shape.rank) > 0
-  return tf.where(valid, values, tf.zeros_like(values))
+  """`values` `[batch, frames, ...]` as float32 with every padding frame 0,
+  NaN/inf-safe (`masking.zero_padding`); `mask` `[batch, frames]`."""
+  return masking.zero_padding(_as_float(values), mask)
 
 
 def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
@@ -76,7 +61,7 @@ def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
   per_frame = tf.cast(tf.reduce_prod(tf.shape(values)[2:]), tf.float32)
   count = tf.reduce_sum(mask) * per_frame
   return tf.math.divide_no_nan(
-      tf.reduce_sum(values * _expand_mask(mask, values.shape.rank)), count)
+      tf.reduce_sum(masking.apply_mask(values, mask)), count)
 
 
 def denormalize(log_stft: tf.Tensor,
@@ -112,8 +97,8 @@ def _linear_magnitudes(target_log, pred_log, mask, log_stft_mean, log_stft_std,
                        log_stft_std)
   pred = denormalize(zero_padding(pred_log, mask), log_stft_mean, log_stft_std)
   pred = tf.minimum(pred, max_log_magnitude)
-  m = _expand_mask(mask, 3)
-  return tf.exp(target) * m, tf.exp(pred) * m
+  return (masking.apply_mask(tf.exp(target), mask),
+          masking.apply_mask(tf.exp(pred), mask))
 
 
 def spectral_convergence_loss(target_log: tf.Tensor,
@@ -125,10 +110,10 @@ def spectral_convergence_loss(target_log: tf.Tensor,
                               ) -> tf.Tensor:
   """||S - S_hat||_F / ||S||_F on linear magnitude, averaged over items.
 
-  The same quantity as `spectral.spectral_convergence` (which is the metric),
-  made safe for training: padding is zeroed before `exp`, the predicted log is
-  clipped at `max_log_magnitude`, and the ratio under the root is floored so
-  the gradient stays finite for perfect or empty items.
+  `spectral.spectral_convergence` (which is also the metric), made safe for
+  training: padding is zeroed before `exp`, the predicted log is clipped at
+  `max_log_magnitude`, and the ratio under the root is floored so the
+  gradient stays finite for perfect or empty items.
 
   Args:
     target_log, pred_log: `[batch, frames, bins]` normalised log-STFT.
@@ -141,10 +126,8 @@ def spectral_convergence_loss(target_log: tf.Tensor,
   """
   target, pred = _linear_magnitudes(target_log, pred_log, mask, log_stft_mean,
                                     log_stft_std, max_log_magnitude)
-  error = tf.reduce_sum(tf.square(target - pred), axis=[1, 2])
-  power = tf.reduce_sum(tf.square(target), axis=[1, 2])
-  ratio = tf.math.divide_no_nan(error, power)
-  per_item = tf.sqrt(tf.maximum(ratio, _SC_RATIO_FLOOR))
+  per_item = spectral.spectral_convergence(target, pred,
+                                          ratio_floor=_SC_RATIO_FLOOR)
   has_frames = tf.cast(tf.reduce_max(_as_float(mask), axis=1) > 0, tf.float32)
   return tf.math.divide_no_nan(tf.reduce_sum(per_item * has_frames),
                                tf.reduce_sum(has_frames))

@@ -54,9 +54,10 @@ def lsd_db(reference: np.ndarray, estimate: np.ndarray,
 def spectral_convergence(reference: np.ndarray, estimate: np.ndarray,
                          config: spectral.StftConfig = spectral.DEFAULT
                          ) -> float:
+  """`spectral.spectral_convergence` of two waveforms' magnitudes (float64)."""
   n = min(len(reference), len(estimate))
   x, y = _magnitude(reference[:n], config), _magnitude(estimate[:n], config)
-  return float(np.linalg.norm(x - y) / max(np.linalg.norm(x), 1e-12))
+  return float(spectral.spectral_convergence(x[None], y[None])[0])
 
 
 @functools.lru_cache(maxsize=8)

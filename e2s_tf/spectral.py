@@ -18,6 +18,8 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
+from e2s_tf import masking
+
 # Magnitudes are floored here before the log: ln(1e-5) is "log-silence".
 MAGNITUDE_FLOOR = 1e-5
 LOG_SILENCE = math.log(MAGNITUDE_FLOOR)
@@ -311,22 +313,30 @@ def griffin_lim(magnitude: tf.Tensor,
   return synthesize(spectrum), audio_lengths
 
 
-def spectral_convergence(reference_magnitude, estimate_magnitude, mask=None):
+def spectral_convergence(reference_magnitude, estimate_magnitude, mask=None,
+                         ratio_floor: float = 0.0) -> tf.Tensor:
   """||S - S_hat||_F / ||S||_F over valid frames, per batch item.
+
+  The one implementation: the metric (`metrics.spectral_convergence`) and the
+  training loss (`losses.spectral_convergence_loss`) are this function.
 
   Args:
     reference_magnitude, estimate_magnitude: `[batch, frames, bins]` linear.
-    mask: optional `[batch, frames]` frame mask.
+    mask: optional `[batch, frames]` frame mask; padding frames count as 0
+      whatever they hold (inf and NaN too).
+    ratio_floor: floor of the ratio under the square root (a loss sets it > 0
+      to keep the gradient finite for a perfect prediction).
 
   Returns:
-    `[batch]` float32.
+    `[batch]`, float64 for a float64 reference, float32 otherwise.
   """
-  ref = tf.convert_to_tensor(reference_magnitude, tf.float32)
-  est = tf.convert_to_tensor(estimate_magnitude, tf.float32)
-  diff = tf.square(ref - est)
-  power = tf.square(ref)
+  ref = tf.convert_to_tensor(reference_magnitude)
+  if ref.dtype != tf.float64:
+    ref = tf.cast(ref, tf.float32)
+  est = tf.cast(estimate_magnitude, ref.dtype)
   if mask is not None:
-    m = tf.cast(mask, tf.float32)[:, :, tf.newaxis]
-    diff, power = diff * m, power * m
-  return tf.sqrt(tf.reduce_sum(diff, [1, 2]) /
-                 tf.maximum(tf.reduce_sum(power, [1, 2]), 1e-12))
+    ref = masking.zero_padding(ref, mask)
+    est = masking.zero_padding(est, mask)
+  error = tf.reduce_sum(tf.square(ref - est), [1, 2])
+  power = tf.reduce_sum(tf.square(ref), [1, 2])
+  return tf.sqrt(tf.maximum(error / tf.maximum(power, 1e-12), ratio_floor))

@@ -169,6 +169,16 @@ def test_spectral_convergence_values():
   est[0, 1] = 5.0  # masked out below
   np.testing.assert_allclose(
       spectral.spectral_convergence(ref, est, mask=np.array([[1, 0]])), [1.0])
+  est[0, 1] = np.nan  # padding is never read, whatever it holds
+  np.testing.assert_allclose(
+      spectral.spectral_convergence(ref, est, mask=np.array([[1, 0]])), [1.0])
+  # float64 in, float64 out (the metric); the floor under the root (the loss).
+  sc = spectral.spectral_convergence(np.full((1, 1, 2), 3.0),
+                                     np.full((1, 1, 2), 3.0 + 1e-9))
+  assert sc.dtype == tf.float64
+  np.testing.assert_allclose(sc, [1e-9 / 3], rtol=1e-6)
+  np.testing.assert_allclose(
+      spectral.spectral_convergence(ref, ref, ratio_floor=1e-12), [1e-6])
 
 
 def test_griffin_lim_on_real_speech(speech_corpus):
