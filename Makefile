@@ -1,4 +1,5 @@
-# embed2spec: `make test` and `make demo` create .venv and install on first use.
+# embed2spec: `make test` and `make demo` create .venv and install on first use
+# (and again when requirements.txt or pyproject.toml change).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,10 +17,18 @@ EMBEDDER ?= logmel
 CONFIG ?= multiscale
 TRAIN_MINUTES ?= 14
 
-$(STAMP): requirements.txt
+# The pinned, tested stack (requirements.txt), then the project itself in
+# editable mode (pyproject.toml): the console scripts (e2s-train, ...) land in
+# .venv/bin. The project installs without build isolation, so nothing beyond
+# requirements.txt is downloaded where the venv has setuptools (Python 3.11's
+# venv does; an older or missing one is installed first).
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 64)' \
+	  || $(PY) -m pip install --quiet 'setuptools>=64'
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 test: $(STAMP)

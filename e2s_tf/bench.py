@@ -51,5 +51,11 @@ def main(argv):
       f.write(bench_lib.performance_table(results) + "\n")
 
 
+def run():
+  """The `e2s-bench` console script: `python -m e2s_tf.bench`."""
+  from e2s_tf import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser(__name__))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -204,5 +204,11 @@ def main(argv):
         print(line.rstrip())
 
 
+def run():
+  """The `e2s-demo` console script: `python -m e2s_tf.demo`."""
+  from e2s_tf import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser(__name__))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

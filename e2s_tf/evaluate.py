@@ -60,5 +60,11 @@ def main(argv):
              "names; listed above and in report.md)")
 
 
+def run():
+  """The `e2s-evaluate` console script: `python -m e2s_tf.evaluate`."""
+  from e2s_tf import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser(__name__))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

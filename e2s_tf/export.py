@@ -46,5 +46,11 @@ def main(argv):
         f"dim {meta['embedding_dim']}) to {_EXPORT_DIR.value}")
 
 
+def run():
+  """The `e2s-export` console script: `python -m e2s_tf.export`."""
+  from e2s_tf import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser(__name__))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -43,5 +43,11 @@ def main(argv):
         f"-> {manifest} ({time.time() - start:.1f} s)")
 
 
+def run():
+  """The `e2s-make-corpus` console script: `python -m e2s_tf.make_corpus`."""
+  from e2s_tf import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser(__name__))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -77,5 +77,11 @@ def main(argv):
         f"-> {_OUT.value}")
 
 
+def run():
+  """The `e2s-make-manifest` script: `python -m e2s_tf.make_manifest`."""
+  from e2s_tf import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser(__name__))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -163,5 +163,11 @@ def main(argv):
           else _one_line(e))
 
 
+def run():
+  """The `e2s-preprocess` console script: `python -m e2s_tf.preprocess`."""
+  from e2s_tf import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser(__name__, _parse_flags))
+
+
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  run()

@@ -56,5 +56,11 @@ def main(argv):
     sys.exit(1)
 
 
+def run():
+  """The `e2s-synthesize` console script: `python -m e2s_tf.synthesize`."""
+  from e2s_tf import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser(__name__))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

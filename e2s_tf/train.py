@@ -121,5 +121,11 @@ def main(argv):
     _fail(fileio.describe_os_error(e))
 
 
+def run():
+  """The `e2s-train` console script: `python -m e2s_tf.train`."""
+  from e2s_tf import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser(__name__, parse_flags))
+
+
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  run()

@@ -71,5 +71,11 @@ def parse_flags(argv):
   return flags.FLAGS(configs.resolve_argv(argv))
 
 
+def run():
+  """The `e2s-train-embedder` script: `python -m e2s_tf.train_embedder`."""
+  from e2s_tf import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser(__name__, parse_flags))
+
+
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  run()

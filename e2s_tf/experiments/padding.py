@@ -44,5 +44,12 @@ def main(argv):
       " ".join(["python -m e2s_tf.experiments.padding"] + sys.argv[1:]))
 
 
+def run():
+  """The `e2s-experiment-padding` console script:
+  `python -m e2s_tf.experiments.padding`."""
+  from e2s_tf import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser(__name__))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()
