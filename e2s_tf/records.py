@@ -134,6 +134,17 @@ def split_files(data_dir: str, split: str,
   return files
 
 
+def split_lengths(data_dir: str, split: str,
+                  info: Optional[Mapping[str, Any]] = None) -> np.ndarray:
+  """`[items]` int frame counts of a split, read from its shards."""
+  files = split_files(data_dir, split, info)
+  feature = {"num_frames": FEATURES["num_frames"]}
+  ds = tf.data.TFRecordDataset(files).map(
+      lambda s: tf.io.parse_single_example(s, feature)["num_frames"],
+      num_parallel_calls=tf.data.AUTOTUNE)
+  return np.fromiter(ds.as_numpy_iterator(), np.int64)
+
+
 class CorruptShardError(ValueError):
   """A shard that cannot be read to its end; the message names the file."""
 
@@ -161,16 +172,37 @@ def iterate_records(paths: Sequence[str]) -> Iterator[tf.Tensor]:
       raise _shard_error(path, e) from None
 
 
+def read_examples(paths: Sequence[str], with_audio: bool = False
+                  ) -> Iterator[dict[str, Any]]:
+  """The examples of `paths`, in order, parsed into NumPy values.
+
+  Yields:
+    dicts as `parse_example`'s, with `id` and `speaker` as `str` (UTF-8,
+    undecodable bytes replaced), `speaker_index` and `length` as `int`, and
+    the arrays as `np.ndarray`.
+
+  Raises:
+    CorruptShardError: a shard is truncated or fails its CRC; names the file.
+  """
+  for raw in iterate_records(paths):
+    ex = parse_example(raw, with_audio=with_audio)
+    out = {k: v.numpy() for k, v in ex.items()}
+    for key in ("id", "speaker"):
+      out[key] = out[key].decode("utf-8", errors="replace")
+    for key in ("speaker_index", "length"):
+      out[key] = int(out[key])
+    yield out
+
+
 def find_corrupt_shard(paths: Sequence[str]) -> Optional[CorruptShardError]:
   """Reads every shard of `paths` to its end: the first corrupt one's error.
 
   For a `tf.errors.DataLossError` raised inside a tf.data pipeline (which
   does not say which file), to tell the user which shard it was.
   """
-  for path in paths:
-    try:
-      for _ in tf.data.TFRecordDataset(path):
-        pass
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-      return _shard_error(path, e)
+  try:
+    for _ in iterate_records(paths):
+      pass
+  except CorruptShardError as e:
+    return e
   return None

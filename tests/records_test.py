@@ -1,5 +1,6 @@
 """Tests of reading shards: a damaged one is named."""
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -39,3 +40,25 @@ def test_damaged_shard_is_named(tmp_path, damage, reason):
   assert "e2s_tf.preprocess" in str(e.value)
   found = records.find_corrupt_shard([str(good), str(bad)])
   assert str(found) == str(e.value)
+
+
+def test_read_examples_gives_numpy_values_in_order(tmp_path):
+  path = str(tmp_path / "x.tfrecord")
+  rng = np.random.default_rng(0)
+  written = []
+  with tf.io.TFRecordWriter(path) as w:
+    for i, frames in enumerate((3, 5)):
+      ex = dict(embedding=rng.standard_normal((frames, 4)).astype(np.float32),
+                log_stft=rng.standard_normal((frames, 6)).astype(np.float32),
+                audio=rng.standard_normal(100 + frames).astype(np.float32))
+      w.write(records.serialize_example(f"a/{i}", speaker="spk\u00e9",
+                                        speaker_index=i, **ex))
+      written.append(ex)
+  got = list(records.read_examples([path], with_audio=True))
+  assert [(g["id"], g["speaker"], g["speaker_index"], g["length"])
+          for g in got] == [("a/0", "spk\u00e9", 0, 3),
+                            ("a/1", "spk\u00e9", 1, 5)]
+  for g, ex in zip(got, written):
+    for key, value in ex.items():
+      np.testing.assert_array_equal(g[key], value)
+  assert "audio" not in next(records.read_examples([path]))
