@@ -70,6 +70,7 @@ from e2s_tf import records
 from e2s_tf import spectral
 from e2s_tf import train_lib
 from e2s_tf.experiments import common
+from e2s_tf.preprocessing import pieces as preprocess_pieces
 
 # Names of the events of a `train_lib.train` profiler trace (host plane,
 # main thread): the step (train_lib's `Trace("train", step_num=...)`) and the
@@ -714,7 +715,7 @@ def _checked(run: dict[str, Any], what: str) -> dict[str, Any]:
 
 def preprocess_memory(work_dir: str, audio_seconds: float,
                       max_item_seconds: float = (
-                          preprocess_lib.DEFAULT_MAX_ITEM_SECONDS)
+                          preprocess_pieces.DEFAULT_MAX_ITEM_SECONDS)
                       ) -> dict[str, Any]:
   """Peak memory of `python -m e2s_tf.preprocess` on one long item.
 
@@ -781,7 +782,7 @@ def bench_memory(bench: Bench) -> dict[str, Any]:
                              config, flags)
   return {
       "item_seconds": seconds,
-      "max_item_seconds": preprocess_lib.DEFAULT_MAX_ITEM_SECONDS,
+      "max_item_seconds": preprocess_pieces.DEFAULT_MAX_ITEM_SECONDS,
       "preprocess_mib": default["peak_rss_mib"],
       "preprocess_whole_item_mib": whole["peak_rss_mib"],
       "train_config": config, "train_steps": s.memory_train_steps,

@@ -109,9 +109,10 @@ def _encoder_manifest(manifest, out, split_by):
   the decoder is evaluated on."""
   # pylint: disable-next=g-import-not-at-top
   from e2s_tf import manifest as manifest_lib
-  from e2s_tf import preprocess_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from e2s_tf.preprocessing import splits as split_lib
   items = manifest_lib.read_manifest(manifest)
-  splits = preprocess_lib.assign_splits(items, split_by, 0.1, 0.1, seed=0)
+  splits = split_lib.assign_splits(items, split_by, 0.1, 0.1, seed=0)
   manifest_lib.write_manifest(
       [it for it in items if splits[it["id"]] == "train"], out)
 

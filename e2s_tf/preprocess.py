@@ -36,6 +36,9 @@ import tensorflow as tf
 from e2s_tf import fileio
 from e2s_tf import preprocess_lib
 from e2s_tf import spectral
+from e2s_tf.preprocessing import pieces
+from e2s_tf.preprocessing import splits
+from e2s_tf.preprocessing.errors import PreprocessError
 
 _MANIFEST = flags.DEFINE_string("manifest", None, "manifest.jsonl to read.",
                                 required=True)
@@ -53,7 +56,7 @@ _NPY_TRANSPOSED = flags.DEFINE_bool(
     "npy_transposed", False,
     "npy embedder: arrays are stored [D, T] (the original data's (64, 120)).")
 _SPLIT_BY = flags.DEFINE_enum("split_by", "speaker",
-                              list(preprocess_lib.SPLIT_MODES),
+                              list(splits.SPLIT_MODES),
                               "Hold out whole speakers, or utterances.")
 _VALID = flags.DEFINE_float("valid_fraction", 0.1, "Share of speakers/items "
                             "for validation.")
@@ -69,7 +72,7 @@ _NUM_WORKERS = flags.DEFINE_integer(
     "num_workers", None, "Worker processes, locally or on the DirectRunner "
     "(default: the cores, at most 8).")
 _MAX_ITEM_SECONDS = flags.DEFINE_float(
-    "max_item_seconds", preprocess_lib.DEFAULT_MAX_ITEM_SECONDS,
+    "max_item_seconds", pieces.DEFAULT_MAX_ITEM_SECONDS,
     "Cut items longer than this (seconds) into pieces <id>/part-NNN at "
     "pauses, each at most this long and in the item's split, so that memory "
     "does not grow with the longest recording; 0: never cut.")
@@ -153,7 +156,7 @@ def main(argv):
           pipeline_args=pipeline_args, **kwargs)
     else:
       preprocess_lib.run_preprocess(_MANIFEST.value, _OUT_DIR.value, **kwargs)
-  except (preprocess_lib.PreprocessError, fileio.FolderInUse, ValueError,
+  except (PreprocessError, fileio.FolderInUse, ValueError,
           FileNotFoundError) as e:
     _fail(_one_line(e))
   except OSError as e:

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from e2s_tf import beam_preprocess
 from e2s_tf import corpus
@@ -15,6 +14,10 @@ from e2s_tf import fileio
 from e2s_tf import manifest as manifest_lib
 from e2s_tf import preprocess_lib
 from e2s_tf import records
+from e2s_tf.preprocessing import items as items_lib
+from e2s_tf.preprocessing import output
+from e2s_tf.preprocessing import stats
+from e2s_tf.preprocessing.errors import PreprocessError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = dict(embedder_spec="logmel", split_by="utterance",
@@ -57,15 +60,12 @@ def _examples(data_dir):
   """{split: set of (id, speaker, speaker_index, frames, array bytes...)}."""
   out = {}
   for split in records.read_dataset_info(data_dir)["splits"]:
-    rows = set()
-    for raw in tf.data.TFRecordDataset(records.split_files(data_dir, split)):
-      ex = records.parse_example(raw, with_audio=True)
-      rows.add((ex["id"].numpy().decode(), ex["speaker"].numpy().decode(),
-                int(ex["speaker_index"]), int(ex["length"]),
-                ex["embedding"].numpy().tobytes(),
-                ex["log_stft"].numpy().tobytes(),
-                ex["audio"].numpy().tobytes()))
-    out[split] = rows
+    out[split] = {
+        (ex["id"], ex["speaker"], ex["speaker_index"], ex["length"],
+         ex["embedding"].tobytes(), ex["log_stft"].tobytes(),
+         ex["audio"].tobytes())
+        for ex in records.read_examples(records.split_files(data_dir, split),
+                                        with_audio=True)}
   return out
 
 
@@ -129,7 +129,7 @@ def test_rejected_run_leaves_nothing_that_looks_whole(speech_corpus, tmp_path):
             for it in items]
   manifest = _write_manifest(tmp_path / "bad.jsonl", items)
   out = tmp_path / "out"
-  with pytest.raises(preprocess_lib.PreprocessError, match="4 of 8 items"):
+  with pytest.raises(PreprocessError, match="4 of 8 items"):
     beam_preprocess.run_beam_preprocess(
         manifest, str(out), "logmel", split_by="utterance", valid_fraction=0.0,
         test_fraction=0.0, num_workers=1, max_rejected_fraction=0.2,
@@ -146,12 +146,13 @@ def _results(rng, n):
   for i in range(n):
     split = records.SPLITS[i % 3]
     if i % 5 == 4:
-      out.append(preprocess_lib.ItemResult(f"r{i}", split, reason="too_short",
-                                           detail="short"))
+      out.append(items_lib.ItemResult(f"r{i}", split,
+                                      reason=items_lib.Reason.TOO_SHORT,
+                                      detail="short"))
       continue
     t = int(rng.integers(5, 50))
     emb, stft = rng.standard_normal((t, 4)), rng.standard_normal((t, 3)) - 5
-    out.append(preprocess_lib.ItemResult(
+    out.append(items_lib.ItemResult(
         f"ok{i}", split, example=b"x", num_frames=t, num_samples=160 * t,
         trimmed_frames=i % 2, embedding_sum=emb.sum(0),
         embedding_sumsq=np.square(emb).sum(0), log_stft_sum=stft.sum(0),
@@ -161,14 +162,14 @@ def _results(rng, n):
 
 def test_summary_merges_and_round_trips_like_one_pass():
   results = _results(np.random.default_rng(0), 20)
-  whole = preprocess_lib.Summary()
+  whole = stats.Summary()
   for r in results:
     whole.add(r)
   fn = beam_preprocess.SummaryCombineFn()
   parts = [fn.create_accumulator(), fn.create_accumulator()]
   for i, r in enumerate(results):
     fn.add_input(parts[i % 2], r)
-  merged = preprocess_lib.Summary.from_json(
+  merged = stats.Summary.from_json(
       fn.extract_output(fn.merge_accumulators(parts)).to_json())
   assert merged.counts == whole.counts
   assert ({s: sorted(v) for s, v in merged.lengths.items()} ==
@@ -243,18 +244,18 @@ def test_pieces_and_a_failed_rerun_as_on_the_local_path(speech_corpus,
                                              num_workers=1, **settings)
   assert info["pieces"]["count"] == 4 and info["pieces"]["split_items"] == 1
   assert _examples(str(beam)) == _examples(local)
-  with open(os.path.join(local, preprocess_lib.PIECES_REPORT)) as f:
+  with open(os.path.join(local, output.PIECES_REPORT)) as f:
     pieces = f.read()
-  assert (beam / preprocess_lib.PIECES_REPORT).read_text() == pieces
+  assert (beam / output.PIECES_REPORT).read_text() == pieces
   # A rerun that fails (every audio gone) leaves the dataset as it was.
   before = {n: (beam / n).read_bytes() for n in os.listdir(beam)}
   gone = _write_manifest(tmp_path / "gone.jsonl", [
       dict(it, audio=str(tmp_path / "nowhere.wav")) for it in items])
-  with pytest.raises(preprocess_lib.PreprocessError,
+  with pytest.raises(PreprocessError,
                      match="no usable training item"):
     beam_preprocess.run_beam_preprocess(gone, str(beam), num_workers=1,
                                         overwrite=True, **settings)
   after = {n: (beam / n).read_bytes() for n in os.listdir(beam)}
-  assert len(after.pop(preprocess_lib.FAILED_REPORT).splitlines()) == 2
+  assert len(after.pop(output.FAILED_REPORT).splitlines()) == 2
   after.pop(fileio.LOCK_FILE), before.pop(fileio.LOCK_FILE)
   assert after == before

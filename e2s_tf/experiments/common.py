@@ -23,6 +23,7 @@ from e2s_tf import preprocess_lib
 from e2s_tf import records
 from e2s_tf import spectral
 from e2s_tf import train_lib
+from e2s_tf.preprocessing import stats as preprocess_stats
 
 
 def machine() -> str:
@@ -182,7 +183,7 @@ def derive_dataset(data_dir: str, out_dir: str, stft: spectral.StftConfig,
         np.float32).tolist()
   new["length_quantiles"] = {
       s: {str(q): float(np.quantile(v, q))
-          for q in preprocess_lib.QUANTILES} for s, v in lengths.items()}
+          for q in preprocess_stats.QUANTILES} for s, v in lengths.items()}
   new["fingerprint"] = "derived"
   fileio.write_json(os.path.join(out_dir, records.DATASET_INFO), new)
   return out_dir
