@@ -7,8 +7,11 @@ import math
 import os
 import platform
 import shutil
+import sys
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
+
+from absl import flags
 
 import numpy as np
 import tensorflow as tf
@@ -117,15 +120,78 @@ def markdown_table(columns: Sequence[tuple[str, str, str]],
   return "\n".join(lines)
 
 
-def write_report(path: str, title: str, command: str, intro: str, table: str,
-                 notes: str, results: Any):
+def print_row(columns: Sequence[tuple[str, str, str]],
+              row: Mapping[str, Any]) -> None:
+  """Prints `row` as it will stand in the table, as soon as it is measured."""
+  print(f"   {markdown_table(columns, [row]).splitlines()[-1]}", flush=True)
+
+
+def write_report(path: str, title: str, command: str, intro: str, notes: str,
+                 columns: Sequence[tuple[str, str, str]],
+                 rows: Sequence[Mapping[str, Any]], steps: int,
+                 quick: bool) -> Sequence[Mapping[str, Any]]:
+  """Writes the experiment's table: `path` (Markdown: title, intro, command,
+  machine, date, table, notes) and `<path without .md>.json` (rows, steps,
+  quick); prints the table and returns `rows`."""
+  table = markdown_table(columns, rows)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   text = (f"# {title}\n\n{intro}\n\n- command: `{command}`\n"
           f"- machine: {machine()}\n- date: {time.strftime('%Y-%m-%d')}\n\n"
           f"{table}\n\n{notes}\n")
   with open(path, "w") as f:
     f.write(text)
-  fileio.write_json(os.path.splitext(path)[0] + ".json", results)
+  fileio.write_json(os.path.splitext(path)[0] + ".json",
+                    {"rows": rows, "steps": steps, "quick": quick})
+  print(table)
+  return rows
+
+
+# ----------------------------------------------------------------------------
+# The experiments' command lines.
+
+
+class ExperimentFlags(NamedTuple):
+  """The flags every experiment program takes (absl FlagHolders)."""
+  work_dir: flags.FlagHolder
+  data_dir: flags.FlagHolder
+  out: flags.FlagHolder
+  steps: flags.FlagHolder
+  max_items: flags.FlagHolder
+  quick: flags.FlagHolder
+
+
+def define_flags(name: str, unit: str, max_items: int, scratch: str,
+                 data: str) -> ExperimentFlags:
+  """Defines `--work_dir=/tmp/e2s_<name>`, `--data_dir`,
+  `--out=docs/experiments/<name>.md`, `--steps`, `--max_items` and `--quick`
+  for the experiment `name`, which compares one `unit` ("mode") with another;
+  `scratch` and `data` finish the help of --work_dir and --data_dir.
+
+  The flags are the calling program's (its `--help` lists them): this module
+  disclaims the flags defined in it (`flags.disclaim_key_flags`).
+  """
+  return ExperimentFlags(
+      work_dir=flags.DEFINE_string("work_dir", f"/tmp/e2s_{name}",
+                                   f"Scratch space ({scratch})."),
+      data_dir=flags.DEFINE_string(
+          "data_dir", "", f"An existing {data} (default: the demo corpus, "
+          "made under --work_dir)."),
+      out=flags.DEFINE_string("out", f"docs/experiments/{name}.md",
+                              "Markdown table to write (+ .json beside it)."),
+      steps=flags.DEFINE_integer("steps", 150,
+                                 f"Training steps per {unit}."),
+      max_items=flags.DEFINE_integer(
+          "max_items", max_items, f"Validation items evaluated per {unit}."),
+      quick=flags.DEFINE_bool(
+          "quick", False, "A tiny corpus, model and budget (for tests)."))
+
+
+flags.disclaim_key_flags()
+
+
+def command_line(module: str) -> str:
+  """How this program was started, for the report: `python -m <module> ...`."""
+  return " ".join([f"python -m {module}"] + sys.argv[1:])
 
 
 # ----------------------------------------------------------------------------

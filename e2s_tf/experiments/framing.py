@@ -13,35 +13,27 @@ table gives validation lsd_db and pesq_wb against each variant's own audio.
 """
 
 import os
-import sys
 
 from absl import app
-from absl import flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from e2s_tf.experiments import framing_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from e2s_tf.experiments import common
+from e2s_tf.experiments import framing_lib
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
-_WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/e2s_framing",
-                                "Scratch space (corpus, datasets, runs).")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", "", "An existing aligned logmel dataset (default: the demo "
-    "corpus, made under --work_dir).")
-_OUT = flags.DEFINE_string("out", "docs/experiments/framing.md",
-                           "Markdown table to write (+ .json beside it).")
-_STEPS = flags.DEFINE_integer("steps", 150, "Training steps per variant.")
-_MAX_ITEMS = flags.DEFINE_integer("max_items", 20,
-                                  "Validation items evaluated per variant.")
-_QUICK = flags.DEFINE_bool("quick", False,
-                           "A tiny corpus, model and budget (for tests).")
+_FLAGS = common.define_flags("framing", "variant", max_items=20,
+                             scratch="corpus, datasets, runs",
+                             data="aligned logmel dataset")
 
 
 def main(argv):
   del argv
-  framing_lib.run(
-      _WORK_DIR.value, _DATA_DIR.value, _OUT.value, _STEPS.value,
-      _MAX_ITEMS.value, _QUICK.value,
-      " ".join(["python -m e2s_tf.experiments.framing"] + sys.argv[1:]))
+  f = _FLAGS
+  framing_lib.run(f.work_dir.value, f.data_dir.value, f.out.value,
+                  f.steps.value, f.max_items.value, f.quick.value,
+                  common.command_line("e2s_tf.experiments.framing"))
 
 
 def run():

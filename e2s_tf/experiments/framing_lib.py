@@ -70,9 +70,7 @@ def run(work_dir, data_dir, out, steps, max_items, quick, command,
         max_items=max_items, log=lambda *_: None)
     rows.append({"variant": name, "window": config_stft.frame_length,
                  "offset_ms": offset, **result})
-    print(f"   {common.markdown_table(COLUMNS, rows[-1:]).splitlines()[-1]}",
-          flush=True)
-  table = common.markdown_table(COLUMNS, rows)
+    common.print_row(COLUMNS, rows[-1])
   intro = (
       "Embeddings: `logmel` on the 30 ms / 10 ms grid (480-sample window, hop "
       "160, no centring) of the default espeak-ng corpus, held-out speakers. "
@@ -85,8 +83,6 @@ def run(work_dir, data_dir, out, steps, max_items, quick, command,
   notes = ("`window_512` has one frame fewer whenever (N - 480) mod 160 < 32; "
            "its embedding is trimmed to match (the project's "
            "`--frame_tolerance` does the same in preprocessing).")
-  common.write_report(out, "Framing experiment: aligning the STFT with 30 ms /"
-                      " 10 ms embedding frames", command, intro, table, notes,
-                      {"rows": rows, "steps": steps, "quick": quick})
-  print(table)
-  return rows
+  return common.write_report(
+      out, "Framing experiment: aligning the STFT with 30 ms / 10 ms "
+      "embedding frames", command, intro, notes, COLUMNS, rows, steps, quick)

@@ -12,36 +12,30 @@ training frames per second and wall time.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from e2s_tf.experiments import padding_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from e2s_tf.experiments import common
+from e2s_tf.experiments import padding_lib
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
-_WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/e2s_padding",
-                                "Scratch space (corpus, runs).")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", "", "An existing preprocessed dataset (default: the demo "
-    "corpus, made under --work_dir).")
-_OUT = flags.DEFINE_string("out", "docs/experiments/padding.md",
-                           "Markdown table to write (+ .json beside it).")
-_STEPS = flags.DEFINE_integer("steps", 150, "Training steps per mode.")
-_MAX_ITEMS = flags.DEFINE_integer("max_items", 16,
-                                  "Validation items evaluated per mode.")
-_QUICK = flags.DEFINE_bool("quick", False,
-                           "A tiny corpus, model and budget (for tests).")
+_FLAGS = common.define_flags("padding", "mode", max_items=16,
+                             scratch="corpus, runs",
+                             data="preprocessed dataset")
 _MODES = flags.DEFINE_list("modes", list(padding_lib.MODES), "Modes to compare.")
 
 
 def main(argv):
   del argv
-  padding_lib.run(
-      _WORK_DIR.value, _DATA_DIR.value, _OUT.value, _STEPS.value,
-      _MAX_ITEMS.value, _QUICK.value, _MODES.value,
-      " ".join(["python -m e2s_tf.experiments.padding"] + sys.argv[1:]))
+  f = _FLAGS
+  padding_lib.run(f.work_dir.value, f.data_dir.value, f.out.value,
+                  f.steps.value, f.max_items.value, f.quick.value,
+                  _MODES.value,
+                  common.command_line("e2s_tf.experiments.padding"))
 
 
 def run():

@@ -33,9 +33,7 @@ def run(work_dir, data_dir, out, steps, max_items, quick, modes, command):
     rows.append({"mode": mode, **result,
                  "filler_share": filler["filler_share"],
                  "discarded_share": filler["discarded_share"]})
-    print(f"   {common.markdown_table(COLUMNS, rows[-1:]).splitlines()[-1]}",
-          flush=True)
-  table = common.markdown_table(COLUMNS, rows)
+    common.print_row(COLUMNS, rows[-1])
   config = common.experiment_config("multiscale", steps, quick)
   intro = (
       "The same `multiscale` decoder, data (the default espeak-ng corpus, "
@@ -52,8 +50,6 @@ def run(work_dir, data_dir, out, steps, max_items, quick, modes, command):
            "valid frames for `bucket`, `crop` and `crop_shortest`, and every "
            "frame slot, repeats included, for `repeat_longest` and "
            "`mean_length`. Wall time includes export and evaluation.")
-  common.write_report(out, "Padding experiment: batching sequences of "
-                      "different lengths", command, intro, table, notes,
-                      {"rows": rows, "steps": steps, "quick": quick})
-  print(table)
-  return rows
+  return common.write_report(
+      out, "Padding experiment: batching sequences of different lengths",
+      command, intro, notes, COLUMNS, rows, steps, quick)
