@@ -16,7 +16,7 @@ printed:
                    and the share of the step time spent waiting for input in a
                    profiler trace of `train_lib.train`. Target: >= 10x.
   filler           filler-frame (and discarded-frame) share of every batching
-                   mode of `data.MODES` over one train epoch.
+                   mode of `batching.MODES` over one train epoch.
   inference        real-time factor of the exported `waveform` endpoint
                    (decoder + Griffin-Lim), per batch size, and of the decoder
                    alone (`spectrogram`). Target: RTF <= 0.05 at batch 1.
@@ -59,6 +59,7 @@ import tensorflow as tf
 from e2s_tf.configs import base as base_config
 from e2s_tf.configs import testing as testing_config
 from e2s_tf import audio as audio_lib
+from e2s_tf import batching
 from e2s_tf import corpus
 from e2s_tf import data as data_lib
 from e2s_tf import export_lib
@@ -500,7 +501,7 @@ def bench_filler(bench: Bench) -> dict[str, Any]:
   config = bench.config(DEFAULT_MODEL)
   d = config.data
   modes = {}
-  for mode in data_lib.MODES:
+  for mode in batching.MODES:
     share = data_lib.filler_share(
         bench.data_dir, "train", mode, frames_per_batch=d.frames_per_batch,
         batch_size=d.batch_size, crop_frames=d.crop_frames, deterministic=True)

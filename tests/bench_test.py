@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from e2s_tf import batching
 from e2s_tf import bench_lib
-from e2s_tf import data as data_lib
 from e2s_tf import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,7 +79,7 @@ def test_input_pipeline_figures_and_trace(quick_results, speech_data):
 
 def test_filler_covers_every_mode(quick_results):
   modes = quick_results[1]["benchmarks"]["filler"]["modes"]
-  assert list(modes) == list(data_lib.MODES)
+  assert list(modes) == list(batching.MODES)
   for mode, row in modes.items():
     assert 0 <= row["filler_share"] < 1 and 0 <= row["discarded_share"] < 1
     assert row["real_frames"] <= row["delivered_frames"], mode

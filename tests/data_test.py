@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from e2s_tf import batching
 from e2s_tf import data
 from e2s_tf import records
 from e2s_tf import spectral
 from tests import data_testlib
 
 FRAME, ITEM = data_testlib.FRAME_COLUMN, data_testlib.ITEM_COLUMN
-ALL_MODES = sorted(data.MODES)
-AUDIO_MODES = sorted(m for m, s in data.MODES.items() if s.supports_audio)
+ALL_MODES = sorted(batching.MODES)
+AUDIO_MODES = sorted(m for m, s in batching.MODES.items()
+                     if s.supports_audio)
 # Lengths with a spread: short, long, and one shorter than the crop below.
 LENGTHS = {"train": [7, 12, 3, 20, 9, 15, 5, 11], "valid": [6, 14, 4]}
 CROP = 6
@@ -124,7 +126,7 @@ EXPECTATIONS = {
 
 
 def test_every_mode_has_expectations():
-  assert set(EXPECTATIONS) == set(data.MODES)
+  assert set(EXPECTATIONS) == set(batching.MODES)
 
 
 @pytest.mark.parametrize("mode", ALL_MODES)
@@ -162,12 +164,19 @@ def test_normalizer_round_trip_and_stats(tiny):
   assert (normalizer.embedding_dim, normalizer.num_bins) == (4, 5)
 
 
-def test_normalizer_floors_constant_dimensions():
-  info = {"stats": {"embedding_mean": [1.0, 2.0], "embedding_std": [0.0, 2.0],
+def test_normalizer_refuses_a_std_that_is_not_positive():
+  info = {"stats": {"embedding_mean": [1.0, 2.0], "embedding_std": [1e-3, 2.0],
                     "log_stft_mean": [0.0], "log_stft_std": [1.0]}}
   normalizer = data.Normalizer.from_info(info)
   out = normalizer.normalize_embedding(np.array([[1.0, 4.0]], np.float32))
   np.testing.assert_allclose(out, [[0.0, 1.0]])
+  # The statistics are used as written (preprocessing floored them).
+  np.testing.assert_array_equal(normalizer.embedding_std,
+                                np.float32([1e-3, 2.0]))
+  info["stats"]["embedding_std"] = [0.5, 0.0]
+  with pytest.raises(ValueError, match="dataset_info.json: embedding_std must "
+                     "be positive, got 0.0 at index 1; re-run e2s_tf.preprocess"):
+    data.Normalizer.from_info(info)
   with pytest.raises(ValueError, match="stats"):
     data.Normalizer.from_info({"stats": {"embedding_mean": [0.0]}})
 
@@ -187,9 +196,9 @@ def test_unnormalized_batches_hold_raw_values_and_log_silence(tiny):
 
 def test_bucket_batches_respect_the_frame_budget(tiny):
   budget = 20
-  bounds = data._train_bounds(tiny.data_dir, tiny.info, 4, budget)
+  bounds = batching._train_bounds(tiny.data_dir, tiny.info, 4, budget)
   assert bounds == sorted(set(bounds)) and bounds[-1] == max(LENGTHS["train"])
-  sizes = data.bucket_batch_sizes(bounds, budget)
+  sizes = batching.bucket_batch_sizes(bounds, budget)
   assert sizes == [max(1, budget // b) for b in bounds]
   assert len(set(sizes)) > 1  # short items come in larger batches
   batches = _batches(tiny, mode="bucket", frames_per_batch=budget,
@@ -224,58 +233,11 @@ def test_long_items_are_cut_into_windows_within_the_budget(tiny, split):
     assert sorted(seen[item.id]) == list(range(item.length)), item.id
   # Windows are as equal as possible: 20 frames in 3 windows of 6-7, not
   # 8 + 8 + 4.
-  ds = data.cut_into_windows(
+  ds = batching.cut_into_windows(
       tf.data.Dataset.from_tensors({
           "length": tf.constant(20), "embedding": tf.zeros([20, 2]),
           "log_stft": tf.zeros([20, 3])}), budget, tiny.stft)
   assert [int(w["length"]) for w in ds] == [6, 7, 7]
-
-
-def test_bucket_bounds_from_data_when_info_has_no_quantiles(tmp_path):
-  tiny = data_testlib.write_tiny_dataset(tmp_path, LENGTHS, dim=2, bins=3)
-  with_table = data._train_bounds(tiny.data_dir, tiny.info, None, 20)
-  info = dict(tiny.info)
-  del info["length_quantiles"]
-  with open(os.path.join(tiny.data_dir, records.DATASET_INFO), "w") as f:
-    json.dump(info, f)
-  assert data._train_bounds(tiny.data_dir, info, None, 20) == with_table
-  np.testing.assert_array_equal(
-      np.sort(data.split_lengths(tiny.data_dir, "train")),
-      sorted(LENGTHS["train"]))
-  assert _batches(tiny, mode="bucket")  # the pipeline runs without the table
-
-
-def test_bucket_upper_bounds_interpolate_quantiles():
-  table = [10, 20, 30, 40, 50]  # levels 0, .25, .5, .75, 1
-  assert data.bucket_upper_bounds(table) == [20, 30, 40, 50]
-  assert data.bucket_upper_bounds(table, max_buckets=8) == [
-      15, 20, 25, 30, 35, 40, 45, 50]
-  assert data.bucket_upper_bounds([5, 5, 5, 9]) == [5, 9]
-  # A table at uneven levels (dataset_info may hold {level: frames}).
-  assert data.bucket_upper_bounds([10, 30, 50], max_buckets=4,
-                                  levels=[0.0, 0.5, 1.0]) == [20, 30, 40, 50]
-
-
-@pytest.mark.parametrize("num_items,budget,expected", [
-    (1000, 80, [20, 30, 40, 50]),  # every quarter fills its batch: no merge
-    (8, 80, [30, 40, 50]),  # 2 items of <= 20 frames < 80 // 20: merged up
-    (4, 80, [30, 50]),  # 1 item of 31..40 < 80 // 40: merged with the longest
-    (4, 100, [50]),  # the left-over longest items join the bucket before
-])
-def test_bucket_upper_bounds_merge_until_batches_fill(num_items, budget,
-                                                      expected):
-  bounds = data.bucket_upper_bounds([10, 20, 30, 40, 50], num_items=num_items,
-                                    frames_per_batch=budget)
-  assert bounds == expected
-
-
-def test_quantile_table_forms():
-  # dataset_info forms: per split (as preprocess writes), bare mapping, list.
-  for table in ({"train": {"0.0": 10, "0.5": 30, "1.0": 50}, "valid": {}},
-                {"1.0": 50, "0.5": 30, "0": 10}, [10, 30, 50]):
-    levels, values = data._quantile_table({"length_quantiles": table})
-    assert levels.tolist() == [0.0, 0.5, 1.0]
-    assert values.tolist() == [10, 30, 50]
 
 
 @pytest.mark.parametrize("mode", ALL_MODES)

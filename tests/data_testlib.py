@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from e2s_tf import records
 from e2s_tf import spectral
+from e2s_tf.preprocessing import stats as preprocess_stats
 
 FRAME_COLUMN = 0
 ITEM_COLUMN = 1
@@ -165,6 +166,12 @@ def write_tiny_dataset(tmp_path: Union[str, os.PathLike],
   train = items.get("train") or next(iter(items.values()))
   embedding = np.concatenate([i.embedding for i in train]).astype(np.float64)
   log_stft = np.concatenate([i.log_stft for i in train]).astype(np.float64)
+  # As preprocess computes them: std floored (a one-item split has a constant
+  # item column).
+  embedding_mean, embedding_std = preprocess_stats.mean_and_std(
+      embedding.sum(0), np.square(embedding).sum(0), embedding.shape[0])
+  log_stft_mean, log_stft_std = preprocess_stats.mean_and_std(
+      log_stft.sum(0), np.square(log_stft).sum(0), log_stft.shape[0])
   info = {
       "version": 1,
       "stft": stft.to_dict(),
@@ -178,10 +185,10 @@ def write_tiny_dataset(tmp_path: Union[str, os.PathLike],
       "speakers": speakers,
       "splits": splits,
       "stats": {
-          "embedding_mean": embedding.mean(0).tolist(),
-          "embedding_std": embedding.std(0).tolist(),
-          "log_stft_mean": log_stft.mean(0).tolist(),
-          "log_stft_std": log_stft.std(0).tolist(),
+          "embedding_mean": embedding_mean.tolist(),
+          "embedding_std": embedding_std.tolist(),
+          "log_stft_mean": log_stft_mean.tolist(),
+          "log_stft_std": log_stft_std.tolist(),
       },
       # As preprocess writes it: per split, {"0.0": frames, "0.1": ..., "1.0"}.
       "length_quantiles": {
