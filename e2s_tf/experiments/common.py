@@ -26,6 +26,7 @@ from e2s_tf import preprocess_lib
 from e2s_tf import records
 from e2s_tf import spectral
 from e2s_tf import train_lib
+from e2s_tf.preprocessing import items as preprocess_items
 from e2s_tf.preprocessing import stats as preprocess_stats
 
 
@@ -159,6 +160,10 @@ class ExperimentFlags(NamedTuple):
   max_items: flags.FlagHolder
   quick: flags.FlagHolder
 
+  def values(self) -> tuple[Any, ...]:
+    """The parsed values, in the order of the libraries' `run` arguments."""
+    return tuple(holder.value for holder in self)
+
 
 def define_flags(name: str, unit: str, max_items: int, scratch: str,
                  data: str) -> ExperimentFlags:
@@ -198,6 +203,17 @@ def command_line(module: str) -> str:
 # Derived datasets (framing experiment).
 
 
+def _item_result(ex: Mapping[str, Any], split: str) -> preprocess_items.ItemResult:
+  """What preprocessing's statistics count of one written example."""
+  sums = {}
+  for key in ("embedding", "log_stft"):
+    a = ex[key].astype(np.float64)
+    sums[f"{key}_sum"], sums[f"{key}_sumsq"] = a.sum(0), np.square(a).sum(0)
+  return preprocess_items.ItemResult(
+      item_id=ex["id"], split=split, num_frames=ex["embedding"].shape[0],
+      num_samples=ex["audio"].shape[0], **sums)
+
+
 def derive_dataset(data_dir: str, out_dir: str, stft: spectral.StftConfig,
                    transform: Callable[[dict], Optional[dict]]):
   """Writes a copy of `data_dir` whose examples went through `transform`.
@@ -211,45 +227,27 @@ def derive_dataset(data_dir: str, out_dir: str, stft: spectral.StftConfig,
   os.makedirs(out_dir)
   new = json.loads(json.dumps(info))
   new["stft"] = stft.to_dict()
-  sums = {}
-  count = 0
-  lengths = {}
+  summary = preprocess_stats.Summary()
   for split in info["splits"]:
     name = records.shard_name(split, 0, 1)
-    frames, n, samples = 0, 0, 0
     with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as w:
-      for raw in records.iterate_records(records.split_files(data_dir, split,
-                                                             info)):
-        ex = records.parse_example(raw, with_audio=True)
-        ex = {k: (v.numpy().decode() if k in ("id", "speaker") else
-                  v.numpy()) for k, v in ex.items()}
+      for ex in records.read_examples(records.split_files(data_dir, split,
+                                                          info),
+                                      with_audio=True):
         ex = transform(ex)
         if ex is None or ex["embedding"].shape[0] == 0:
           continue
         w.write(records.serialize_example(
             ex["id"], ex["embedding"], ex["log_stft"], ex["audio"],
             ex["speaker"], int(ex["speaker_index"])))
-        t = ex["embedding"].shape[0]
-        frames, n, samples = frames + t, n + 1, samples + ex["audio"].shape[0]
-        lengths.setdefault(split, []).append(t)
-        if split == "train":
-          for key in ("embedding", "log_stft"):
-            a = ex[key].astype(np.float64)
-            sums[key] = sums.get(key, 0) + a.sum(0)
-            sums[key + "2"] = sums.get(key + "2", 0) + np.square(a).sum(0)
-          count += t
-    new["splits"][split].update(num_examples=n, num_frames=frames,
-                                num_audio_seconds=samples / stft.sample_rate,
-                                num_shards=1, files=[name])
-  for key in ("embedding", "log_stft"):
-    mean = sums[key] / count
-    std = np.sqrt(np.maximum(sums[key + "2"] / count - mean ** 2, 0))
-    new["stats"][f"{key}_mean"] = mean.astype(np.float32).tolist()
-    new["stats"][f"{key}_std"] = np.maximum(std, 1e-3).astype(
-        np.float32).tolist()
-  new["length_quantiles"] = {
-      s: {str(q): float(np.quantile(v, q))
-          for q in preprocess_stats.QUANTILES} for s, v in lengths.items()}
+        summary.add(_item_result(ex, split))
+    counts = summary.split_counts(split)
+    new["splits"][split].update(
+        num_examples=counts["num_examples"], num_frames=counts["num_frames"],
+        num_audio_seconds=counts["num_samples"] / stft.sample_rate,
+        num_shards=1, files=[name])
+  new["stats"].update(summary.train_stats.finish())
+  new["length_quantiles"] = summary.length_quantiles()
   new["fingerprint"] = "derived"
   fileio.write_json(os.path.join(out_dir, records.DATASET_INFO), new)
   return out_dir

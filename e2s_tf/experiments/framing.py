@@ -30,15 +30,12 @@ _FLAGS = common.define_flags("framing", "variant", max_items=20,
 
 def main(argv):
   del argv
-  f = _FLAGS
-  framing_lib.run(f.work_dir.value, f.data_dir.value, f.out.value,
-                  f.steps.value, f.max_items.value, f.quick.value,
+  framing_lib.run(*_FLAGS.values(),
                   common.command_line("e2s_tf.experiments.framing"))
 
 
 def run():
-  """The `e2s-experiment-framing` console script:
-  `python -m e2s_tf.experiments.framing`."""
+  """`e2s-experiment-framing`: `python -m e2s_tf.experiments.framing`."""
   from e2s_tf import cli  # pylint: disable=g-import-not-at-top
   app.run(main, flags_parser=cli.flags_parser(__name__))
 

@@ -31,16 +31,12 @@ _MODES = flags.DEFINE_list("modes", list(padding_lib.MODES), "Modes to compare."
 
 def main(argv):
   del argv
-  f = _FLAGS
-  padding_lib.run(f.work_dir.value, f.data_dir.value, f.out.value,
-                  f.steps.value, f.max_items.value, f.quick.value,
-                  _MODES.value,
+  padding_lib.run(*_FLAGS.values(), _MODES.value,
                   common.command_line("e2s_tf.experiments.padding"))
 
 
 def run():
-  """The `e2s-experiment-padding` console script:
-  `python -m e2s_tf.experiments.padding`."""
+  """`e2s-experiment-padding`: `python -m e2s_tf.experiments.padding`."""
   from e2s_tf import cli  # pylint: disable=g-import-not-at-top
   app.run(main, flags_parser=cli.flags_parser(__name__))
 
