@@ -162,10 +162,11 @@ def speaker_metrics(encoder_dir: str, data_dir: str, items, audios):
     {system: {"speaker_cosine": [per item], "speaker_id_correct": [per item]}}
     including "reference" (the originals).
   """
-  from e2s_tf import speaker_encoder  # pylint: disable=g-import-not-at-top
-  encoder = speaker_encoder.load_encoder(encoder_dir)
+  from e2s_tf.speaker import export as speaker_export  # pylint: disable=g-import-not-at-top
+  from e2s_tf.speaker import identification  # pylint: disable=g-import-not-at-top
+  encoder = speaker_export.load_encoder(encoder_dir)
   enrol = _read_items(data_dir, "train", None, [])
-  enrolment = speaker_encoder.enroll(
+  enrolment = identification.enroll(
       encoder.utterance_embeddings([it["audio"] for it in enrol]),
       [it["speaker"] for it in enrol])
   labels = [it["speaker"] for it in items]
@@ -175,10 +176,10 @@ def speaker_metrics(encoder_dir: str, data_dir: str, items, audios):
       audios.items()):
     emb = (reference if system == "reference" else
            encoder.utterance_embeddings(waves))
-    predicted = speaker_encoder.identify(emb, enrolment)
+    predicted = identification.identify(emb, enrolment)
     out[system] = {
         "speaker_cosine": [float(c) for c in
-                           speaker_encoder.cosine(reference, emb)],
+                           identification.cosine(reference, emb)],
         "speaker_id_correct": [float(p == l) for p, l in zip(predicted,
                                                              labels)]}
   return out

@@ -7,8 +7,8 @@ r"""Trains the frame-level speaker encoder and exports it as an embedder.
 
 Re-running the same command resumes from the last checkpoint. The export is
 usable as `--embedder=savedmodel:EXPORT_DIR` (frames `[T, 64]` on the
-project's grid) and by `e2s_tf.speaker_encoder.load_encoder` (utterance
-embeddings, identification).
+project's grid) and by `e2s_tf.speaker.export.load_encoder` (utterance
+embeddings, identification: e2s_tf.speaker.identification).
 """
 
 import os
@@ -21,7 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from e2s_tf import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from e2s_tf import fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
-from e2s_tf import speaker_encoder  # pylint: disable=g-import-not-at-top,wrong-import-position
+from e2s_tf.speaker import export as speaker_export  # pylint: disable=g-import-not-at-top,wrong-import-position
+from e2s_tf.speaker import training as speaker_training  # pylint: disable=g-import-not-at-top,wrong-import-position
+from e2s_tf.training.errors import TrainingError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _DEFAULT_CONFIG = configs.resolve("speaker_encoder")
 
@@ -46,10 +48,10 @@ def main(argv):
   del argv
   export_dir = _EXPORT_DIR.value or os.path.join(_WORKDIR.value, "export")
   try:
-    speaker_encoder.train(_CONFIG.value, _MANIFEST.value, _WORKDIR.value)
-    meta = speaker_encoder.export(_WORKDIR.value, export_dir,
-                                  overwrite=_OVERWRITE.value)
-  except (speaker_encoder.TrainingError, ValueError, FileNotFoundError,
+    speaker_training.train(_CONFIG.value, _MANIFEST.value, _WORKDIR.value)
+    meta = speaker_export.export(_WORKDIR.value, export_dir,
+                                 overwrite=_OVERWRITE.value)
+  except (TrainingError, ValueError, FileNotFoundError,
           fileio.FolderInUse) as e:
     raise SystemExit(f"train_embedder: error: {e}") from None
   except OSError as e:

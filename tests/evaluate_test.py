@@ -114,13 +114,14 @@ def test_speaker_metrics_with_a_speaker_encoder_embedder(speech_corpus,
   from e2s_tf.configs import testing  # pylint: disable=g-import-not-at-top
   from e2s_tf import export_lib  # pylint: disable=g-import-not-at-top
   from e2s_tf import preprocess_lib  # pylint: disable=g-import-not-at-top
-  from e2s_tf import speaker_encoder  # pylint: disable=g-import-not-at-top
+  from e2s_tf.speaker import export as speaker_export  # pylint: disable=g-import-not-at-top
+  from e2s_tf.speaker import training as speaker_training  # pylint: disable=g-import-not-at-top
   from e2s_tf import train_lib  # pylint: disable=g-import-not-at-top
   config = encoder_config.get_config("testing")
-  speaker_encoder.train(config, speech_corpus, str(tmp_path / "enc"),
-                        log=lambda *_: None)
+  speaker_training.train(config, speech_corpus, str(tmp_path / "enc"),
+                         log=lambda *_: None)
   encoder_dir = str(tmp_path / "enc_export")
-  speaker_encoder.export(str(tmp_path / "enc"), encoder_dir)
+  speaker_export.export(str(tmp_path / "enc"), encoder_dir)
   data_dir = str(tmp_path / "data")
   preprocess_lib.run_preprocess(
       speech_corpus, data_dir, "savedmodel:" + encoder_dir,

@@ -1,4 +1,4 @@
-r"""Config of the frame-level speaker encoder (e2s_tf/speaker_encoder.py).
+r"""Config of the frame-level speaker encoder (e2s_tf/speaker/).
 
     python -m e2s_tf.train_embedder --manifest=M --workdir=W \
         [--config=configs/speaker_encoder.py[:testing]] \
@@ -25,7 +25,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # StftConfig; `--config.stft.frame_length=512` gives the original grid).
   config.stft = ml_collections.ConfigDict(spectral.StftConfig().to_dict())
 
-  # The network (e2s_tf.speaker_encoder.SpeakerEncoder).
+  # The network (e2s_tf.speaker.network.SpeakerEncoder).
   config.model = ml_collections.ConfigDict()
   # Log-mel front end: mel bands, lowest band edge (Hz) and the floor of the
   # mel energies before the log (quiet frames sit at ln(floor)); features are
@@ -76,19 +76,28 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.data.noise_probability = 0.3
   config.data.noise_snr_db = (10.0, 40.0)
 
-  # Optimisation and bookkeeping (as for the decoders).
+  # tf.distribute: the speaker-encoder trainer runs on one device only
+  # ('default': the first GPU, else the CPU); other values are refused.
+  config.distribution = "default"
+
+  # Optimisation and bookkeeping (as for the decoders, e2s_tf/training).
   config.train = ml_collections.ConfigDict()
   # Total optimiser steps; the same command resumes up to this many.
   config.train.num_steps = 600
   # Stop at this many wall-clock minutes even before num_steps (0 = no limit);
   # a checkpoint is written when it stops.
   config.train.max_minutes = 0.0
-  # Peak learning rate of Adam; linear warm-up, then cosine decay to
-  # `final_lr_fraction` x peak at num_steps.
+  # Peak learning rate of Adam; `lr_warmup_steps` of linear warm-up (at most
+  # num_steps - 1), then cosine decay to `final_lr_fraction` x peak at
+  # num_steps (or at max_minutes, whichever comes first).
   config.train.learning_rate = 3e-3
-  config.train.warmup_steps = 50
+  config.train.lr_warmup_steps = 50
   config.train.final_lr_fraction = 0.02
-  # Gradient-norm clipping (0 disables) and decoupled weight decay.
+  # Adam betas (those of Keras' AdamW defaults).
+  config.train.adam_b1 = 0.9
+  config.train.adam_b2 = 0.999
+  # Global gradient-norm clipping (0 disables) and decoupled weight decay
+  # (AdamW; 0 gives plain Adam).
   config.train.clip_norm = 5.0
   config.train.weight_decay = 1e-4
   # Console + TensorBoard scalars every N steps.
@@ -98,6 +107,16 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # Checkpoint every N steps, keeping the last K.
   config.train.checkpoint_every = 200
   config.train.keep_checkpoints = 2
+  # Finite divergence: stop when the logged loss is more than
+  # divergence_factor x the median of the earlier logged losses at
+  # divergence_patience logs in a row; a checkpoint whose weights already
+  # give such a loss (over the batches of the last log interval) is not
+  # written, so the last one stays good (0 disables). Lower than the
+  # decoders' 10: the additive-margin loss is bounded (a diverged encoder
+  # scores about ln(speakers) + scale x margin, 8 on the demo corpus, against
+  # a median of about 1 over a good run).
+  config.train.divergence_factor = 4.0
+  config.train.divergence_patience = 3
   # Seed of the split, initialisation and the crops (batch k is a function of
   # (seed, k) alone, so a resumed run sees the same batches).
   config.train.seed = 0
@@ -126,7 +145,7 @@ def _testing(config: ml_collections.ConfigDict) -> None:
   config.data.batch_size = 8
   t = config.train
   t.num_steps = 30
-  t.warmup_steps = 3
+  t.lr_warmup_steps = 3
   t.learning_rate = 1e-2
   t.log_every = 5
   t.eval_every = 15
