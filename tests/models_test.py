@@ -14,7 +14,7 @@ from e2s_tf import losses
 from e2s_tf import models
 from e2s_tf.models import discriminator as discriminator_lib
 from e2s_tf.models import prior as prior_lib
-from e2s_tf.models import trainer
+from e2s_tf.models import trainable
 
 DIM, BINS = 6, 9
 LENGTHS = (11, 7, 3)
@@ -38,7 +38,7 @@ def tiny_config(name, **overrides):
     model.disc_pools = ((1, 1), (2, 2))
     model.disc_channels = (4, 4)
     model.disc_frequency_strides = (2, 2)
-    model.warmup_steps = 0
+    model.adversarial_start_step = 0
   for key, value in overrides.items():
     model[key] = value
   return ml_collections.ConfigDict(
@@ -47,13 +47,12 @@ def tiny_config(name, **overrides):
 
 def build(name, seed=0, **overrides):
   keras.utils.set_random_seed(seed)
-  return models.build(name, tiny_config(name, **overrides))
+  return models.build(tiny_config(name, **overrides))
 
 
 def compile_model(model, learning_rate=1e-2):
-  optimizers = [keras.optimizers.Adam(learning_rate)
-                for _ in model.optimizer_roles]
-  model.compile(*optimizers)
+  model.compile(keras.optimizers.Adam(learning_rate),
+                keras.optimizers.Adam(learning_rate))
 
 
 def padded_batch(seed=0, garbage=1e4, speakers=None):
@@ -94,14 +93,35 @@ class RegistryTest(tf.test.TestCase):
       self.assertEqual(models.default_model_config(name).name, name)
 
   def test_unknown_name_lists_the_available_ones(self):
+    config = tiny_config("cnn")
+    config.model.name = "rnn"
     with pytest.raises(ValueError, match="unknown model 'rnn'.*multiscale"):
-      models.build("rnn", tiny_config("cnn"))
+      models.build(config)
+
+  def test_config_fields_must_be_exactly_the_models(self):
+    # The defaults live in default_config alone: a field it does not have
+    # is an error, and so is one it has that the config lacks.
+    config = tiny_config("multiscale")
+    config.model.no_such_field = 1
+    with pytest.raises(ValueError, match="has fields of another model "
+                       r"\(no_such_field\)"):
+      models.build(config)
+    config = tiny_config("multiscale")
+    del config.model["linear_skip"]
+    with pytest.raises(ValueError, match="lacks its fields linear_skip"):
+      models.build(config)
+    # The builder passes every field: switching one off in the config
+    # switches it off in the model.
+    on = build("multiscale")
+    off = build("multiscale", linear_skip=False)
+    self.assertIsNotNone(on.network.skip)
+    self.assertIsNone(off.network.skip)
 
   def test_missing_data_field_is_named(self):
     config = tiny_config("cnn")
     del config.data["num_bins"]
     with pytest.raises(ValueError, match="config.data.num_bins"):
-      models.build("cnn", config)
+      models.build(config)
 
   def test_bad_speaker_conditioning_is_explained(self):
     with pytest.raises(ValueError, match="num_speakers > 0"):
@@ -113,7 +133,7 @@ class RegistryTest(tf.test.TestCase):
     config = ml_collections.ConfigDict({
         "model": models.default_model_config("multiscale"),
         "data": {"embedding_dim": 64, "num_bins": 257}})
-    model = models.build("multiscale", config)
+    model = models.build(config)
     # Small enough to train on two CPU cores (see the module docstring).
     self.assertBetween(model.count_params(), 5e5, 3e6)
 
@@ -196,16 +216,45 @@ class ModelsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(model(embedding, None, tf.constant([0, 1])),
                         model(embedding, None, None))
 
-  def test_gan_warmup_leaves_the_discriminator_alone(self):
-    model = build("gan", warmup_steps=2)
+  def test_cnn_and_multiscale_have_no_discriminator(self):
+    for name in ("cnn", "multiscale"):
+      model = build(name)
+      compile_model(model)
+      self.assertIsNone(model.discriminator)
+      self.assertEqual(sorted(model.optimizers()), ["optimizer"])
+      metrics = model.train_step(padded_batch())
+      self.assertEqual(sorted(metrics),
+                       ["l1", "loss", "spectral_convergence"])
+    gan = build("gan")
+    compile_model(gan)
+    self.assertEqual(sorted(gan.optimizers()),
+                     ["discriminator_optimizer", "optimizer"])
+    self.assertEqual(sorted(gan.train_step(padded_batch())),
+                     ["d_loss", "feature_matching", "g_adversarial",
+                      "g_loss", "l1", "loss", "spectral_convergence"])
+    with pytest.raises(ValueError, match="discriminator_optimizer"):
+      build("gan").compile(keras.optimizers.Adam(1e-3))
+
+  def test_validation_step_runs_the_network_once_and_returns_it(self):
+    model = build("multiscale")
+    compile_model(model)
+    batch = padded_batch()
+    values, decoded = model.validation_step(batch)
+    self.assertAllClose(decoded, model(batch["embedding"], batch["mask"]))
+    model.reset_metrics()
+    self.assertAllClose(model.test_step(batch)["loss"], values["loss"])
+    self.assertAllClose(model.probe_loss(batch), values["loss"])
+
+  def test_gan_adversarial_start_leaves_the_discriminator_alone(self):
+    model = build("gan", adversarial_start_step=2)
     compile_model(model)
     batch = padded_batch()
     step = tf.function(model.train_step)
-    d_start, g_start = weights(model.discriminator), weights(model.generator)
+    d_start, g_start = weights(model.discriminator), weights(model.network)
     for _ in range(2):
       metrics = step(batch)
     self.assertFalse(changed(d_start, weights(model.discriminator)))
-    self.assertTrue(changed(g_start, weights(model.generator)))
+    self.assertTrue(changed(g_start, weights(model.network)))
     self.assertEqual(float(metrics["d_loss"]), 0.0)  # never computed
     step(batch)
     self.assertTrue(changed(d_start, weights(model.discriminator)))
@@ -216,8 +265,8 @@ class ModelsTest(tf.test.TestCase, parameterized.TestCase):
   def test_gan_adversarial_losses(self, adversarial_loss):
     model = build("gan", adversarial_loss=adversarial_loss)
     compile_model(model)
-    values, d_loss, g_loss = model.adversarial_losses(padded_batch(),
-                                                      training=False)
+    values, _, d_loss, g_loss = model.losses_of(padded_batch(),
+                                                training=False)
     self.assertAllClose(values["d_loss"], d_loss)
     self.assertAllClose(
         g_loss, values["loss"] +
@@ -269,7 +318,8 @@ class ModelsTest(tf.test.TestCase, parameterized.TestCase):
     mean = np.linspace(-3.0, 0.0, BINS).astype(np.float32)
     std = np.linspace(1.0, 2.0, BINS).astype(np.float32)
     keras.utils.set_random_seed(0)
-    model = models.build("cnn", tiny_config("cnn"), mean, std)
+    model = models.build(tiny_config("cnn"), {
+        "stats": {"log_stft_mean": mean, "log_stft_std": std}})
     compile_model(model)
     batch = padded_batch()
     pred = model(batch["embedding"], batch["mask"])
@@ -280,7 +330,7 @@ class ModelsTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_batch_without_log_stft_is_rejected(self):
     with pytest.raises(ValueError, match=r"batch lacks \['log_stft'\]"):
-      trainer.unpack_batch({"embedding": 0, "mask": 0})
+      trainable.unpack_batch({"embedding": 0, "mask": 0})
 
 
 class DiscriminatorTest(tf.test.TestCase):

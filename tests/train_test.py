@@ -21,6 +21,9 @@ from e2s_tf import records
 from e2s_tf import spectral
 from e2s_tf import train_lib
 from e2s_tf.models import prior as prior_lib
+from e2s_tf.training import checkpoints
+from e2s_tf.training import monitor as monitor_lib
+from e2s_tf.training import schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("cnn", "multiscale", "gan")
@@ -50,7 +53,7 @@ def _tags(logdir):
 
 
 def _weights(model):
-  return [v.numpy() for v in train_lib._network(model).weights]  # pylint: disable=protected-access
+  return [v.numpy() for v in model.network.weights]
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -116,7 +119,7 @@ def test_resume_matches_a_straight_run(model, data_dir, tmp_path):
   a, _, _ = train_lib.restore_network(straight)
   fresh = train_lib.build_model(*_resolved(model, data_dir))
   moved = [np.abs(x.numpy() - y.numpy()).max()
-           for x, y in zip(a.weights, train_lib._network(fresh).weights)]  # pylint: disable=protected-access
+           for x, y in zip(a.weights, fresh.network.weights)]
   assert max(moved) > 1e-3
 
 
@@ -173,7 +176,7 @@ def test_checkpoint_holds_every_weight(model, data_dir, tmp_path):
   stored = {name for name, _ in tf.train.list_variables(latest)}
   config, info = _resolved(model, data_dir)
   built = train_lib.build_model(config, info)
-  weights = train_lib.checkpoint_weights(built)
+  weights = checkpoints.weights_of(built)
   assert len(weights) == len(built.weights) > 0
   for path in weights:
     escaped = path.replace("/", ".S")
@@ -181,9 +184,9 @@ def test_checkpoint_holds_every_weight(model, data_dir, tmp_path):
   # A network restored without any optimizer equals the trained one.
   network, _, _ = train_lib.restore_network(workdir)
   fresh = train_lib.build_model(config, info, compile_model=False)
-  tf.train.Checkpoint(weights=train_lib.checkpoint_weights(fresh)).restore(
+  tf.train.Checkpoint(weights=checkpoints.weights_of(fresh)).restore(
       latest).expect_partial()
-  for a, b in zip(network.weights, train_lib._network(fresh).weights):  # pylint: disable=protected-access
+  for a, b in zip(network.weights, fresh.network.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
@@ -200,7 +203,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir,
                   data_dir, workdir, log=id)
   good = _files(os.path.join(workdir, "checkpoints"))
   config = _config("cnn", **{"train.learning_rate": 1e12,
-                             "train.clip_norm": 0.0, "train.warmup_steps": 0,
+                             "train.clip_norm": 0.0, "train.lr_warmup_steps": 0,
                              "train.checkpoint_every": 1,
                              "train.num_steps": 50})
   with pytest.raises(train_lib.TrainingError,
@@ -257,6 +260,13 @@ def test_export_reloads_without_the_project(model, data_dir, tmp_path):
   script = tmp_path / "load.py"
   script.write_text(textwrap.dedent(f"""
       import json, sys
+      # The project stays out of reach even where it is installed (e.g.
+      # editable into the test environment): loading needs only TF.
+      class _NoProject:
+        def find_spec(self, name, path=None, target=None):
+          if name.split(".")[0] == "e2s_tf":
+            raise ImportError("the project is hidden from this process")
+      sys.meta_path.insert(0, _NoProject())
       import numpy as np
       import tensorflow as tf
       try:
@@ -554,15 +564,15 @@ def test_mixed_precision_training(data_dir, tmp_path):
 
 
 def test_learning_rate_schedule_follows_steps_and_the_time_budget():
-  schedule = train_lib.WarmupCosine(1e-3, warmup_steps=10, num_steps=110,
-                                    final_fraction=0.1)
-  np.testing.assert_allclose(float(schedule(0)), 1e-4, rtol=1e-5)
-  np.testing.assert_allclose(float(schedule(9)), 1e-3, rtol=1e-5)
-  np.testing.assert_allclose(float(schedule(60)), 0.55e-3, rtol=1e-5)
-  np.testing.assert_allclose(float(schedule(110)), 1e-4, rtol=1e-5)
+  lr = schedule.WarmupCosine(1e-3, warmup_steps=10, num_steps=110,
+                             final_fraction=0.1)
+  np.testing.assert_allclose(float(lr(0)), 1e-4, rtol=1e-5)
+  np.testing.assert_allclose(float(lr(9)), 1e-3, rtol=1e-5)
+  np.testing.assert_allclose(float(lr(60)), 0.55e-3, rtol=1e-5)
+  np.testing.assert_allclose(float(lr(110)), 1e-4, rtol=1e-5)
   fraction = tf.Variable(0.0)
-  timed = train_lib.WarmupCosine(1e-3, 10, 110, 0.1, time_fraction=fraction)
-  np.testing.assert_allclose(float(timed(20)), float(schedule(20)), rtol=1e-6)
+  timed = schedule.WarmupCosine(1e-3, 10, 110, 0.1, time_fraction=fraction)
+  np.testing.assert_allclose(float(timed(20)), float(lr(20)), rtol=1e-6)
   fraction.assign(0.5)  # half the wall-clock budget gone at step 20
   np.testing.assert_allclose(float(timed(20)), 0.55e-3, rtol=1e-5)
   fraction.assign(2.0)
@@ -583,7 +593,7 @@ def test_wall_clock_budget_stops_with_a_checkpoint(data_dir, tmp_path):
 
 
 def test_divergence_monitor_ignores_the_warm_up_and_single_spikes():
-  monitor = train_lib.DivergenceMonitor(factor=10.0, patience=3)
+  monitor = monitor_lib.DivergenceMonitor(factor=10.0, patience=3)
   # A high start falling fast (warm-up), then noise and one spike.
   for loss in (50.0, 20.0, 5.0, 1.0, 0.6, 0.5, 0.55, 40.0, 0.5, 0.45):
     assert not monitor.update(loss)
@@ -593,7 +603,7 @@ def test_divergence_monitor_ignores_the_warm_up_and_single_spikes():
   assert not monitor.update(3e5)
   assert monitor.update(2.7e7)
   assert monitor.median == pytest.approx(0.6)
-  assert not train_lib.DivergenceMonitor(0.0, 3).update(1e30)  # disabled
+  assert not monitor_lib.DivergenceMonitor(0.0, 3).update(1e30)  # disabled
 
 
 def test_finite_divergence_stops_and_keeps_the_last_good_checkpoint(

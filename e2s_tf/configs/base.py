@@ -62,7 +62,7 @@ def get_config(model: str = "multiscale") -> ml_collections.ConfigDict:
   # Peak learning rate of Adam (generator).
   config.train.learning_rate = 2e-3
   # Linear warm-up steps, then cosine decay to `final_lr_fraction` x peak.
-  config.train.warmup_steps = 200
+  config.train.lr_warmup_steps = 200
   config.train.final_lr_fraction = 0.05
   # Adam betas and gradient-norm clipping (0 disables clipping).
   config.train.adam_b1 = 0.9

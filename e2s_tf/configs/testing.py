@@ -17,13 +17,13 @@ def get_config(model: str = "multiscale"):
     m.refine_channels = 4
     m.refine_layers = 2
   if model == "gan":
-    m.warmup_steps = 2
+    m.adversarial_start_step = 2
     m.disc_channels = (4, 4, 4)
   config.data.frames_per_batch = 1200
   config.data.batch_size = 4
   config.data.shuffle_buffer = 16
   config.train.num_steps = 6
-  config.train.warmup_steps = 2
+  config.train.lr_warmup_steps = 2
   config.train.log_every = 2
   config.train.eval_every = 4
   config.train.eval_batches = 2

@@ -28,9 +28,9 @@ class SequenceDecoder(keras.Model):
   in the compute dtype and `speaker_vector` is `[batch, speaker_dim]` or None.
   """
 
-  def __init__(self, embedding_dim: int, num_bins: int,
-               speaker_conditioning: str = "none", num_speakers: int = 0,
-               speaker_dim: int = 0, film_channels: Sequence[int] = (),
+  def __init__(self, embedding_dim: int, num_bins: int, *,
+               speaker_conditioning: str, num_speakers: int,
+               speaker_dim: int, film_channels: Sequence[int] = (),
                **kwargs):
     # Inputs are cast by hand after the padding is cleaned: autocasting huge
     # padding values to float16 first would turn them into inf.
@@ -46,11 +46,6 @@ class SequenceDecoder(keras.Model):
     # Its variables have known shapes; building now also marks the layer
     # built when it is unused ('none'), which Keras would otherwise flag.
     self.speaker.build()
-
-  @property
-  def input_dim(self) -> int:
-    """Channels per frame that `decode` receives."""
-    return self.embedding_dim + self.speaker.concat_dim
 
   def decode(self, x, mask, speaker_vector, training):
     raise NotImplementedError
@@ -98,11 +93,20 @@ def speaker_fields(config: ml_collections.ConfigDict) -> None:
   config.speaker_dim = 32
 
 
-def speaker_kwargs(model_config: ml_collections.ConfigDict) -> dict:
-  """The `SequenceDecoder` speaker arguments of a model config."""
-  return dict(speaker_conditioning=model_config.speaker_conditioning,
-              num_speakers=model_config.num_speakers,
-              speaker_dim=model_config.speaker_dim)
+def constructor_fields(model_config: ml_collections.ConfigDict,
+                       *exclude: str) -> dict:
+  """The fields of `config.model` as decoder constructor arguments: all but
+  `name` and `exclude`, sequences as tuples. The constructors have no
+  defaults of their own: the model's `default_config` is the one place."""
+  out = {}
+  for key, value in model_config.items():
+    if key == "name" or key in exclude:
+      continue
+    if isinstance(value, (list, tuple)):
+      value = tuple(tuple(v) if isinstance(v, (list, tuple)) else v
+                    for v in value)
+    out[key] = value
+  return out
 
 
 def initialize(model: keras.Model, embedding_dim: int) -> keras.Model:

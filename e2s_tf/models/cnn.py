@@ -13,7 +13,7 @@ import ml_collections
 from e2s_tf.models import base
 from e2s_tf.models import layers
 from e2s_tf.models import registry
-from e2s_tf.models import trainer
+from e2s_tf.models import trainable
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -44,17 +44,17 @@ def default_config() -> ml_collections.ConfigDict:
 class CnnDecoder(base.SequenceDecoder):
   """Stack of masked Conv1D layers: `[B, T, D]` -> `[B, T, F]`."""
 
-  def __init__(self, embedding_dim: int, num_bins: int, channels: int = 256,
-               num_layers: int = 5, kernel_size: int = 5,
-               output_kernel_size: int = 1, activation: str = "leaky_relu",
-               layer_norm: bool = True, dropout: float = 0.1, seed: int = 0,
-               speaker_conditioning: str = "none", num_speakers: int = 0,
-               speaker_dim: int = 32, **kwargs):
+  def __init__(self, embedding_dim: int, num_bins: int, *, channels: int,
+               num_layers: int, kernel_size: int, output_kernel_size: int,
+               activation: str, layer_norm: bool, dropout: float, seed: int,
+               speaker_conditioning: str, num_speakers: int,
+               speaker_dim: int, **kwargs):
     if num_layers < 1 or channels < 1:
       raise ValueError(f"cnn: need num_layers >= 1 and channels >= 1, got "
                        f"{num_layers} and {channels}")
-    super().__init__(embedding_dim, num_bins, speaker_conditioning,
-                     num_speakers, speaker_dim,
+    super().__init__(embedding_dim, num_bins,
+                     speaker_conditioning=speaker_conditioning,
+                     num_speakers=num_speakers, speaker_dim=speaker_dim,
                      film_channels=[channels] * num_layers, **kwargs)
     policy = self.dtype_policy
     self.activation = keras.activations.get(activation)
@@ -80,20 +80,12 @@ class CnnDecoder(base.SequenceDecoder):
     return self.output_conv(h, mask)
 
 
-def cnn_decoder(config: ml_collections.ConfigDict) -> CnnDecoder:
-  """A `CnnDecoder` from `config.model` and `config.data`."""
-  m = config.model
-  return CnnDecoder(
-      config.data.embedding_dim, config.data.num_bins, channels=m.channels,
-      num_layers=m.num_layers, kernel_size=m.kernel_size,
-      output_kernel_size=m.output_kernel_size, activation=m.activation,
-      layer_norm=m.layer_norm, dropout=m.dropout, seed=m.seed,
-      name="cnn_decoder", **base.speaker_kwargs(m))
-
-
 @registry.register("cnn", default_config)
-def build_cnn(config, log_stft_mean=None, log_stft_std=None):
-  decoder = base.initialize(cnn_decoder(config), config.data.embedding_dim)
-  model = trainer.ReconstructionModel(decoder, log_stft_mean, log_stft_std,
-                                      name="cnn")
+def build_cnn(config, info=None) -> trainable.TrainableDecoder:
+  decoder = CnnDecoder(config.data.embedding_dim, config.data.num_bins,
+                       name="cnn_decoder",
+                       **base.constructor_fields(config.model))
+  base.initialize(decoder, config.data.embedding_dim)
+  model = trainable.TrainableDecoder(decoder, *registry.normalisation(info),
+                                     name="cnn")
   return base.initialize(model, config.data.embedding_dim)

@@ -11,7 +11,7 @@ spectrogram locally across neighbouring bins, which the per-frame output
 projection cannot. Every convolution is masked (see layers.py).
 
 For a log-filterbank embedding (logmel) three closed-form pieces wrap the
-network (layers.FilterbankPrior), each switchable in the config:
+network (prior.FilterbankPrior), each switchable in the config:
 
     prior (closed-form inverse of the filterbank) ─┐
     network output (starts at zero) ───────────────┴─▶ + ─▶ refiner
@@ -26,7 +26,7 @@ silence) output the floor.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import keras
 import ml_collections
@@ -35,7 +35,8 @@ import tensorflow as tf
 from e2s_tf.models import base
 from e2s_tf.models import layers
 from e2s_tf.models import registry
-from e2s_tf.models import trainer
+from e2s_tf.models import prior as prior_lib
+from e2s_tf.models import trainable
 
 # How the parallel branches of a block are merged.
 FUSIONS = ("sum", "concat")
@@ -80,9 +81,9 @@ def default_config() -> ml_collections.ConfigDict:
   # starts at zero, like the output convolution.
   config.linear_skip = True
   # Add the output to a closed-form inverse of the embedding's filterbank
-  # (layers.FilterbankPrior) when the embedder has one (logmel); ignored for
-  # other embedders. The decoder then learns a residual on the analytic
-  # baseline.
+  # (prior.FilterbankPrior) when the embedder offers a filterbank (logmel,
+  # see Embedder.filterbank); ignored for other embedders. The decoder then
+  # learns a residual on the analytic baseline.
   config.filterbank_prior = True
   # With the prior: frames whose every filterbank band is at the log floor
   # (digital silence) output the prior unchanged (the floor), not a decoded
@@ -170,25 +171,23 @@ class MultiReceptiveFieldBlock(keras.layers.Layer):
 class MultiscaleDecoder(base.SequenceDecoder):
   """Multi-receptive-field decoder + 2-D refiner: `[B, T, D]` -> `[B, T, F]`."""
 
-  def __init__(self, embedding_dim: int, num_bins: int, channels: int = 128,
-               input_kernel_size: int = 3, num_blocks: int = 3,
-               branch_kernel_sizes: Sequence[int] = (3, 5, 7),
-               branch_dilations: Sequence[int] = (1, 2, 4),
-               branch_depth: int = 2, fusion: str = "concat",
-               activation: str = "leaky_relu", layer_norm: bool = True,
-               dropout: float = 0.1, output_kernel_size: int = 1,
-               refine_channels: int = 8, refine_layers: int = 3,
-               refine_kernel_size: Sequence[int] = (3, 3),
-               linear_skip: bool = False, prior=None,
-               silence_gate: bool = False, projection_steps: int = 0,
-               seed: int = 0,
-               speaker_conditioning: str = "none", num_speakers: int = 0,
-               speaker_dim: int = 32, **kwargs):
+  def __init__(self, embedding_dim: int, num_bins: int, *, channels: int,
+               input_kernel_size: int, num_blocks: int,
+               branch_kernel_sizes: Sequence[int],
+               branch_dilations: Sequence[int], branch_depth: int,
+               fusion: str, activation: str, layer_norm: bool,
+               dropout: float, output_kernel_size: int,
+               refine_channels: int, refine_layers: int,
+               refine_kernel_size: Sequence[int], linear_skip: bool,
+               silence_gate: bool, projection_steps: int, seed: int,
+               speaker_conditioning: str, num_speakers: int,
+               speaker_dim: int, prior=None, **kwargs):
     if channels < 1 or num_blocks < 0:
       raise ValueError(f"multiscale: need channels >= 1 and num_blocks >= 0, "
                        f"got {channels} and {num_blocks}")
-    super().__init__(embedding_dim, num_bins, speaker_conditioning,
-                     num_speakers, speaker_dim,
+    super().__init__(embedding_dim, num_bins,
+                     speaker_conditioning=speaker_conditioning,
+                     num_speakers=num_speakers, speaker_dim=speaker_dim,
                      film_channels=[channels] * num_blocks, **kwargs)
     policy = self.dtype_policy
     self.channels = channels
@@ -255,31 +254,24 @@ class MultiscaleDecoder(base.SequenceDecoder):
 
 
 def multiscale_decoder(config: ml_collections.ConfigDict,
+                       info: Optional[Mapping[str, Any]] = None,
                        name: str = "multiscale_decoder",
-                       prior=None) -> MultiscaleDecoder:
-  """A `MultiscaleDecoder` from `config.model` and `config.data`."""
-  m = config.model
-  return MultiscaleDecoder(
-      config.data.embedding_dim, config.data.num_bins, channels=m.channels,
-      input_kernel_size=m.input_kernel_size, num_blocks=m.num_blocks,
-      branch_kernel_sizes=tuple(m.branch_kernel_sizes),
-      branch_dilations=tuple(m.branch_dilations), branch_depth=m.branch_depth,
-      fusion=m.fusion, activation=m.activation, layer_norm=m.layer_norm,
-      dropout=m.dropout, output_kernel_size=m.output_kernel_size,
-      refine_channels=m.refine_channels, refine_layers=m.refine_layers,
-      refine_kernel_size=tuple(m.refine_kernel_size),
-      linear_skip=m.get("linear_skip", False), prior=prior,
-      silence_gate=m.get("silence_gate", False),
-      projection_steps=m.get("projection_steps", 0), seed=m.seed,
-      name=name,
-      **base.speaker_kwargs(m))
+                       exclude: Sequence[str] = ()) -> MultiscaleDecoder:
+  """A `MultiscaleDecoder` from `config.model` and `config.data`, its
+  variables created; with `filterbank_prior`, the prior of the dataset's
+  embedder when it offers one (models/prior.py). `exclude`: fields of
+  `config.model` that are not the decoder's (a GAN's discriminator)."""
+  fields = base.constructor_fields(config.model, "filterbank_prior", *exclude)
+  prior = (prior_lib.from_dataset_info(info)
+           if config.model.filterbank_prior and info is not None else None)
+  decoder = MultiscaleDecoder(config.data.embedding_dim, config.data.num_bins,
+                              prior=prior, name=name, **fields)
+  return base.initialize(decoder, config.data.embedding_dim)
 
 
 @registry.register("multiscale", default_config)
-def build_multiscale(config, log_stft_mean=None, log_stft_std=None,
-                     prior=None):
-  decoder = base.initialize(multiscale_decoder(config, prior=prior),
-                            config.data.embedding_dim)
-  model = trainer.ReconstructionModel(decoder, log_stft_mean, log_stft_std,
-                                      name="multiscale")
+def build_multiscale(config, info=None) -> trainable.TrainableDecoder:
+  model = trainable.TrainableDecoder(multiscale_decoder(config, info),
+                                     *registry.normalisation(info),
+                                     name="multiscale")
   return base.initialize(model, config.data.embedding_dim)

@@ -1,0 +1,143 @@
+"""What a training checkpoint holds, and its save, restore and repair.
+
+    ckpt = tf.train.Checkpoint(weights=checkpoints.weights_of(model),
+                               random=checkpoints.random_state(model), ...)
+    checkpoints.restore(ckpt, path)          # TrainingError if it does not fit
+    checkpoints.save(manager, step)          # nothing half written on failure
+
+Keras 3 models do not expose layers kept in Python lists to
+`tf.train.Checkpoint` dependency tracking, so `Checkpoint(model=model)` alone
+can miss weights: every weight is checkpointed by its unique Keras path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+from typing import Any, Optional
+
+import keras
+import tensorflow as tf
+
+from e2s_tf import fileio
+from e2s_tf.training.errors import TrainingError
+
+
+def weights_of(model: keras.Model) -> dict[str, Any]:
+  """Every weight of `model` by its unique Keras path."""
+  out = {}
+  for v in model.weights:
+    key = v.path
+    if key in out:
+      raise ValueError(f"two weights share the path {key!r}")
+    out[key] = v
+  return out
+
+
+def random_state(model: keras.Model) -> dict[str, Any]:
+  """The model's random state: the `keras.random.SeedGenerator` states of
+  its layers (dropout), by their order in `model.variables`.
+
+  Checkpointed with the weights, so that a resumed run draws the dropout
+  masks a straight run would have drawn.
+  """
+  weights = {id(v) for v in model.weights}
+  states = [v for v in model.variables if id(v) not in weights]
+  return {f"seed_{i}": v for i, v in enumerate(states)}
+
+
+def has(path: str, key: str) -> bool:
+  """Whether the checkpoint `path` holds objects under `key`."""
+  return any(name.startswith(key + "/")
+             for name, _ in tf.train.list_variables(path))
+
+
+def restore(ckpt: tf.train.Checkpoint, path: str) -> None:
+  """Restores a training checkpoint, or says why it does not fit.
+
+  Raises:
+    TrainingError: the checkpoint's objects do not match (another model).
+  """
+  try:
+    status = ckpt.restore(path)
+    status.assert_existing_objects_matched()
+  except (AssertionError, ValueError, tf.errors.OpError) as e:
+    reason = str(getattr(e, "message", e)).strip().splitlines()[0]
+    raise TrainingError(
+        f"{path} does not fit the model of this config ({reason}); resume "
+        "with the config it was trained with, or use another --workdir; "
+        "nothing in the workdir was changed") from None
+
+
+def restore_for_inference(ckpt: tf.train.Checkpoint, directory: str,
+                          workdir: str) -> str:
+  """Restores the latest checkpoint of `directory` into `ckpt` (whose
+  objects are a part of the training ones); returns its path.
+
+  Raises:
+    FileNotFoundError: the workdir has no checkpoint.
+  """
+  latest = tf.train.latest_checkpoint(directory)
+  if latest is None:
+    raise FileNotFoundError(f"{workdir}: no checkpoint; train first")
+  ckpt.restore(latest).expect_partial().assert_existing_objects_matched()
+  return latest
+
+
+def remove_files(prefix: str) -> None:
+  """Removes what a failed save of checkpoint `prefix` left behind."""
+  for path in glob.glob(glob.escape(prefix) + ".*") + glob.glob(
+      glob.escape(prefix) + "_temp*"):
+    if os.path.isdir(path):
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+def latest_number(manager: tf.train.CheckpointManager) -> Optional[int]:
+  """The step number of the manager's latest checkpoint (None: none)."""
+  latest = manager.latest_checkpoint
+  return None if latest is None else int(latest.rsplit("-", 1)[-1])
+
+
+@contextlib.contextmanager
+def no_space_message(path: str, manager: tf.train.CheckpointManager):
+  """Turns a full disk while writing `path` into a one-line TrainingError
+  that names the last complete checkpoint."""
+  try:
+    yield
+  except (OSError, tf.errors.OpError) as e:
+    if not fileio.is_no_space(e):
+      raise
+    raise TrainingError(
+        f"no space left on {path}; the last complete checkpoint "
+        f"({tf.train.latest_checkpoint(manager.directory) or 'none'}) is kept "
+        "and nothing partial is left: free some space and re-run to resume"
+    ) from None
+
+
+def save(manager: tf.train.CheckpointManager, number: int) -> None:
+  """Saves checkpoint `ckpt-<number>` whole or not at all.
+
+  On any failure nothing that looks like a checkpoint stays half written,
+  and the state file names the last complete checkpoint (the manager writes
+  it before it sweeps old checkpoints, so those are all still there). A full
+  disk raises a one-line TrainingError.
+  """
+  directory = manager.directory
+  previous = list(manager.checkpoints)
+  with no_space_message(directory, manager):
+    try:
+      manager.save(checkpoint_number=number)
+    except BaseException:
+      remove_files(os.path.join(directory, f"ckpt-{number}"))
+      if previous and tf.train.latest_checkpoint(directory) is None:
+        try:
+          tf.compat.v1.train.update_checkpoint_state(
+              directory, previous[-1], all_model_checkpoint_paths=previous)
+        except (OSError, tf.errors.OpError):
+          pass  # the message names the last complete checkpoint anyway
+      raise
