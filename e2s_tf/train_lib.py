@@ -309,25 +309,13 @@ class _Run:
   def _save(self, final=False) -> None:
     """A checkpoint, only with finite weights whose loss is in line with the
     logged ones: an update can blow them up after a normal loss, and the
-    last checkpoint must stay good."""
-    s = int(self.step)
-    if not bool(self._weights_finite()):
-      raise TrainingError(
-          f"non-finite loss: the weights became non-finite at step {s}; "
-          f"stopped without saving. {progress.sentence(self._kept())}: lower "
-          "train.learning_rate or check the data, then re-run")
-    monitor = self.monitor
-    if self.last_batch is not None and monitor.factor > 0 and monitor.history:
-      loss = float(self.probe_step(self.last_batch)["loss"])
-      if not math.isfinite(loss) or monitor.too_high(loss):
-        if final:
-          raise self._diverged(s, loss, "the loss of the weights to save is")
-        self.log(f"checkpoint of step {s} not written: the loss of its "
-                 f"weights ({loss:.4g}) is more than train.divergence_factor="
-                 f"{monitor.factor:g} times the median logged loss "
-                 f"({monitor.median:.4g})")
-        return
-    checkpoints.save(self.manager, s)
+    last checkpoint must stay good (`checkpoints.save_if_good`)."""
+    batch = self.last_batch
+    checkpoints.save_if_good(
+        self.manager, int(self.step), bool(self._weights_finite()),
+        None if batch is None else
+        (lambda: self.probe_step(batch)["loss"]),
+        self.monitor, self.config.train.learning_rate, self.log, final=final)
 
   def _epoch_data(self):
     """The rest of the current epoch, from the saved position."""

@@ -89,42 +89,6 @@ def evaluate(encoder: network.SpeakerEncoder,
   return out
 
 
-def save_good_checkpoint(manager: tf.train.CheckpointManager, step: int,
-                         weights_finite: bool,
-                         probe_loss: Optional[Callable[[], float]],
-                         monitor: monitor_lib.DivergenceMonitor,
-                         learning_rate: float, log: Callable[[str], None],
-                         final: bool = False) -> bool:
-  """Saves `ckpt-<step>` only when its weights are good; True if saved.
-
-  Weights that are not finite stop the run (TrainingError). With a history
-  in `monitor`, `probe_loss()` (the loss of the weights to save on the last
-  batch) must be finite and not too high: else the checkpoint is skipped
-  (logged), or, for the `final` one, the run stops as diverged. The last
-  checkpoint thus stays good.
-  """
-  kept = monitor_lib.kept_message(manager.latest_checkpoint)
-  if not weights_finite:
-    raise TrainingError(
-        f"non-finite loss: the weights became non-finite at step {step}; "
-        f"stopped without saving. {progress.sentence(kept)}: lower "
-        "train.learning_rate or check the data, then re-run")
-  if probe_loss is not None and monitor.factor > 0 and monitor.history:
-    loss = float(probe_loss())
-    if not math.isfinite(loss) or monitor.too_high(loss):
-      if final:
-        raise TrainingError(monitor.diverged_message(
-            step, loss, "the loss of the weights to save is", kept,
-            learning_rate))
-      log(f"checkpoint of step {step} not written: the loss of its weights "
-          f"({loss:.4g}) is more than train.divergence_factor="
-          f"{monitor.factor:g} times the median logged loss "
-          f"({monitor.median:.4g})")
-      return False
-  checkpoints.save(manager, step)
-  return True
-
-
 def train(config: ml_collections.ConfigDict, manifest: str, workdir: str,
           heldout_ids: Optional[Sequence[str]] = None,
           log: Callable[[str], None] = print,
@@ -278,7 +242,7 @@ class _Run:
 
   def _save(self, final: bool = False) -> None:
     probe = self._probe_loss if int(self.step) > 0 else None
-    save_good_checkpoint(self.manager, int(self.step),
+    checkpoints.save_if_good(self.manager, int(self.step),
                          self._weights_finite(), probe, self.monitor,
                          self.config.train.learning_rate, self.log, final)
 

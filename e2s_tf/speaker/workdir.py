@@ -29,7 +29,6 @@ from e2s_tf.speaker.sampling import Utterance
 from e2s_tf.training import checkpoints
 from e2s_tf.training import configio
 from e2s_tf.training import resume
-from e2s_tf.training.errors import TrainingError
 
 CONFIG_FILE = configio.CONFIG_FILE
 SPEAKERS_FILE = "speakers.json"
@@ -116,11 +115,7 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict,
       problems.append(f"it was trained on speakers {old_speakers}; the "
                       f"manifest has {list(vocabulary)}")
   if problems:
-    raise TrainingError(
-        f"cannot resume {workdir} (at {os.path.basename(latest)}): "
-        f"{'; '.join(problems)}. Resume it with the manifest and config it "
-        "was trained with, or use another --workdir; nothing in the workdir "
-        "was changed")
+    raise resume.refusal(workdir, latest, problems, "the manifest and config")
   return latest
 
 

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import math
 import os
 import shutil
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import keras
 import tensorflow as tf
 
 from e2s_tf import fileio
+from e2s_tf.training import monitor as monitor_lib
+from e2s_tf.training import progress
 from e2s_tf.training.errors import TrainingError
 
 
@@ -141,3 +144,39 @@ def save(manager: tf.train.CheckpointManager, number: int) -> None:
         except (OSError, tf.errors.OpError):
           pass  # the message names the last complete checkpoint anyway
       raise
+
+
+def save_if_good(manager: tf.train.CheckpointManager, step: int,
+                         weights_finite: bool,
+                         probe_loss: Optional[Callable[[], float]],
+                         monitor: monitor_lib.DivergenceMonitor,
+                         learning_rate: float, log: Callable[[str], None],
+                         final: bool = False) -> bool:
+  """Saves `ckpt-<step>` only when its weights are good; True if saved.
+
+  Weights that are not finite stop the run (TrainingError). With a history
+  in `monitor`, `probe_loss()` (the loss of the weights to save on the last
+  batch) must be finite and not too high: else the checkpoint is skipped
+  (logged), or, for the `final` one, the run stops as diverged. The last
+  checkpoint thus stays good.
+  """
+  kept = monitor_lib.kept_message(manager.latest_checkpoint)
+  if not weights_finite:
+    raise TrainingError(
+        f"non-finite loss: the weights became non-finite at step {step}; "
+        f"stopped without saving. {progress.sentence(kept)}: lower "
+        "train.learning_rate or check the data, then re-run")
+  if probe_loss is not None and monitor.factor > 0 and monitor.history:
+    loss = float(probe_loss())
+    if not math.isfinite(loss) or monitor.too_high(loss):
+      if final:
+        raise TrainingError(monitor.diverged_message(
+            step, loss, "the loss of the weights to save is", kept,
+            learning_rate))
+      log(f"checkpoint of step {step} not written: the loss of its weights "
+          f"({loss:.4g}) is more than train.divergence_factor="
+          f"{monitor.factor:g} times the median logged loss "
+          f"({monitor.median:.4g})")
+      return False
+  save(manager, step)
+  return True

@@ -104,9 +104,15 @@ def check_resume(workdir: str, checkpoint_dir: str, data_dir: str,
     if differences:
       problems.append(f"its model config differs: {differences}")
   if problems:
-    raise TrainingError(
-        f"cannot resume {workdir} (at {os.path.basename(latest)}): "
-        f"{'; '.join(problems)}. Resume it with the data_dir and config it "
-        "was trained with, or use another --workdir; nothing in the workdir "
-        "was changed")
+    raise refusal(workdir, latest, problems, "the data_dir and config")
   return latest
+
+
+def refusal(workdir: str, latest: str, problems: list[str],
+            inputs: str) -> TrainingError:
+  """The one-line refusal to resume `workdir` at `latest` for `problems`;
+  `inputs`: what the run must be resumed with ("the data_dir and config")."""
+  return TrainingError(
+      f"cannot resume {workdir} (at {os.path.basename(latest)}): "
+      f"{'; '.join(problems)}. Resume it with {inputs} it was trained with, "
+      "or use another --workdir; nothing in the workdir was changed")
