@@ -1,6 +1,6 @@
 """Base experiment config: every field commented; the others derive from it.
 
-    python -m e2s_tf.train --config=configs/multiscale.py --data_dir=T \
+    python -m e2s_tf.train --config=multiscale --data_dir=T \
         --workdir=W --config.train.num_steps=2000
 """
 
@@ -16,7 +16,7 @@ def get_config(model: str = "multiscale") -> ml_collections.ConfigDict:
   # The decoder: `config.model.name` picks it from the model registry; the
   # other fields are documented in e2s_tf/models/<name>.py. The fields are
   # the named model's, so another model is chosen by its config file
-  # (configs/cnn.py, configs/testing.py:cnn), not by `--config.model.name`.
+  # (--config=cnn, --config=testing:cnn), not by `--config.model.name`.
   config.model = models.default_model_config(model)
 
   # The data stream (e2s_tf.data.make_dataset).

@@ -1,7 +1,7 @@
 r"""Config of the frame-level speaker encoder (e2s_tf/speaker/).
 
     python -m e2s_tf.train_embedder --manifest=M --workdir=W \
-        [--config=configs/speaker_encoder.py[:testing]] \
+        [--config=speaker_encoder[:testing]] \
         [--config.train.num_steps=800]
 
 `get_config()` is tuned for the demo corpus (8 espeak-ng speakers x 40

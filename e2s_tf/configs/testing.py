@@ -1,6 +1,6 @@
 """A tiny config for tests: a few steps of a very small model.
 
-`--config=configs/testing.py:gan` picks the model (cnn | multiscale | gan).
+`--config=testing:gan` picks the model (cnn | multiscale | gan).
 """
 
 from e2s_tf.configs import base

@@ -65,7 +65,7 @@ def l2_normalize(x: tf.Tensor, axis: int = -1) -> tf.Tensor:
 class SpeakerEncoder(keras.Model):
   """The TDNN encoder: frame embeddings and an utterance embedding.
 
-  Fields of `model_config` are documented in configs/speaker_encoder.py.
+  Fields of `model_config` are documented in e2s_tf/configs/speaker_encoder.py.
   """
 
   def __init__(self, stft_config: spectral.StftConfig,

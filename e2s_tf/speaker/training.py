@@ -96,7 +96,7 @@ def train(config: ml_collections.ConfigDict, manifest: str, workdir: str,
   """Trains (or resumes) the speaker encoder up to `config.train.num_steps`.
 
   Args:
-    config: configs/speaker_encoder.py's `get_config()` (or a variant).
+    config: e2s_tf/configs/speaker_encoder.py's `get_config()` (or a variant).
     manifest: a manifest whose items have a `speaker`.
     workdir: checkpoints, TensorBoard, config.json, speakers.json; a workdir
       with checkpoints is resumed (same model config and speakers required).
