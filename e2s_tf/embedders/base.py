@@ -29,6 +29,11 @@ NON_FINITE = "non_finite"
 REASONS = (EMBEDDING_ERROR, WRONG_DIMENSION, NON_FINITE)
 
 
+class OptionError(ValueError):
+  """Options an embedder does not take: an unknown name, a wrong type, or a
+  value it refuses (the option at fault is the user's, not the spec)."""
+
+
 class EmbedderError(ValueError):
   """One item could not be embedded: names the item id, the file and why.
 

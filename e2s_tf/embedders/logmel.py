@@ -123,9 +123,9 @@ class LogMelEmbedder(base.Embedder):
       upper_edge_hertz = nyquist
     num_mel_bins = int(num_mel_bins)
     if num_mel_bins <= 0:
-      raise ValueError(f"num_mel_bins must be positive, got {num_mel_bins}")
+      raise base.OptionError(f"num_mel_bins must be positive, got {num_mel_bins}")
     if not 0.0 <= lower_edge_hertz < upper_edge_hertz <= nyquist:
-      raise ValueError(
+      raise base.OptionError(
           f"need 0 <= lower_edge_hertz < upper_edge_hertz <= {nyquist}, got "
           f"{lower_edge_hertz}, {upper_edge_hertz}")
     self.num_mel_bins = num_mel_bins

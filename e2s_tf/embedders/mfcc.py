@@ -48,7 +48,7 @@ class MfccEmbedder(base.Embedder):
         lower_edge_hertz=lower_edge_hertz, upper_edge_hertz=upper_edge_hertz)
     num_coefficients = int(num_coefficients)
     if not 0 < num_coefficients <= self.log_mel_embedder.num_mel_bins:
-      raise ValueError(f"num_coefficients must be in 1..num_mel_bins="
+      raise base.OptionError(f"num_coefficients must be in 1..num_mel_bins="
                        f"{self.log_mel_embedder.num_mel_bins}, got "
                        f"{num_coefficients}")
     self.num_coefficients = num_coefficients

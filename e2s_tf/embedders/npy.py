@@ -105,7 +105,7 @@ class NpyEmbedder(base.Embedder):
     if dim is not None:
       dim = int(dim)
       if dim <= 0:
-        raise ValueError(f"dim must be positive, got {dim}")
+        raise base.OptionError(f"dim must be positive, got {dim}")
     self._dim = dim
     self.transpose = bool(transpose)
     self._grid = base.Grid(

@@ -22,8 +22,7 @@ _REGISTRY: dict[str, Type[base.Embedder]] = {}
 _E = TypeVar("_E", bound=Type[base.Embedder])
 
 
-class OptionError(ValueError):
-  """Options an embedder does not take: an unknown name or a wrong type."""
+OptionError = base.OptionError
 
 
 def register(name: str) -> Callable[[_E], _E]:

@@ -196,9 +196,9 @@ def build_embedder(spec: str, config: spectral.StftConfig,
   except (ValueError, TypeError, OSError, tf.errors.OpError) as e:
     lines = str(getattr(e, "message", e)).strip().splitlines()
     text = lines[0] if lines else type(e).__name__
-    # A value the embedder refuses names its option ("num_mel_bins must be
+    # A value the embedder refuses is an OptionError ("num_mel_bins must be
     # positive"); anything else is about the spec (a model that is not there).
-    flag = ("--embedder_options" if any(k in text for k in options)
+    flag = ("--embedder_options" if isinstance(e, embedder_registry.OptionError)
             else "--embedder")
     raise PreprocessError(f"{flag}: {text}") from None
 
