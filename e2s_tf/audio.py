@@ -45,13 +45,34 @@ from e2s_tf import spectral
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
 
-class AudioError(ValueError):
-  """An audio file cannot be used; the message names the file and the reason."""
+# Kinds of `AudioError`: the file is not there; it is there but cannot be
+# decoded; it (or the asked region) holds no samples.
+MISSING = "missing"
+UNREADABLE = "unreadable"
+EMPTY = "empty"
+KINDS = (MISSING, UNREADABLE, EMPTY)
 
-  def __init__(self, path: str, reason: str):
+
+class AudioError(ValueError):
+  """An audio file cannot be used; the message names the file and the reason.
+
+  Attributes:
+    path: the file.
+    reason: why, in words.
+    kind: one of `KINDS`, for counting (preprocessing's rejection reasons).
+  """
+
+  def __init__(self, path: str, reason: str, kind: str = UNREADABLE):
+    if kind not in KINDS:
+      raise ValueError(f"unknown AudioError kind {kind!r}; known: {KINDS}")
     super().__init__(f"{path}: {reason}")
     self.path = path
     self.reason = reason
+    self.kind = kind
+
+  def __reduce__(self):
+    # Keeps the fields when the error crosses a process boundary.
+    return self.__class__, (self.path, self.reason, self.kind)
 
 
 # --------------------------------------------------------------------------
@@ -119,7 +140,7 @@ def _open(path: str) -> tuple[tfio.audio.AudioIOTensor, int, int]:
   Only the header is read here; `_read` decodes the samples asked for.
   """
   if not tf.io.gfile.exists(path):
-    raise AudioError(path, "no such file")
+    raise AudioError(path, "no such file", MISSING)
   if tf.io.gfile.isdir(path):
     raise AudioError(path, "is a directory, not an audio file")
   try:
@@ -272,7 +293,7 @@ def load_audio(path: str, sample_rate: int, start: Optional[float] = None,
     raise ValueError(f"sample_rate must be positive, got {sample_rate}")
   io_tensor, rate, length = _open(path)
   if length == 0:
-    raise AudioError(path, "contains no samples")
+    raise AudioError(path, "contains no samples", EMPTY)
   if start is None and end is None:
     return resample(_read(io_tensor, path), rate, sample_rate)
   n = -(-length * sample_rate // rate)
@@ -281,7 +302,7 @@ def load_audio(path: str, sample_rate: int, start: Optional[float] = None,
   if not 0 <= first < last <= n:
     raise AudioError(
         path, f"region [{start}, {end}) s is empty or outside the audio "
-        f"(duration {n / sample_rate:.4f} s at {sample_rate} Hz)")
+        f"(duration {n / sample_rate:.4f} s at {sample_rate} Hz)", EMPTY)
   if rate == sample_rate:
     return _read(io_tensor, path, first, last)
   # The decoded stretch starts on a whole rate period (so that its output

@@ -274,6 +274,29 @@ def test_num_samples_reads_the_header_and_names_bad_files(tmp_path):
     audio.num_samples(str(tmp_path / "junk.wav"), SR)
 
 
+def test_audio_errors_carry_their_kind_across_processes(tmp_path):
+  import pickle  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "tone.wav")
+  sf.write(path, _tone(0.5, SR), SR, subtype="PCM_16")
+  (tmp_path / "junk.wav").write_bytes(b"not audio at all" * 10)
+  sf.write(str(tmp_path / "empty.wav"), np.zeros(0, np.float32), SR)
+  cases = [(lambda: audio.load_audio(str(tmp_path / "gone.wav"), SR),
+            audio.MISSING),
+           (lambda: audio.load_audio(str(tmp_path / "junk.wav"), SR),
+            audio.UNREADABLE),
+           (lambda: audio.load_audio(str(tmp_path), SR), audio.UNREADABLE),
+           (lambda: audio.load_audio(str(tmp_path / "empty.wav"), SR),
+            audio.EMPTY),
+           (lambda: audio.load_audio(path, SR, start=1.0, end=2.0),
+            audio.EMPTY)]
+  for load, kind in cases:
+    with pytest.raises(audio.AudioError) as info:
+      load()
+    assert info.value.kind == kind, (str(info.value), kind)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert (again.kind, str(again)) == (kind, str(info.value))
+
+
 # --------------------------------------------------------------------------
 # save_wav.
 

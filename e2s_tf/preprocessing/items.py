@@ -83,22 +83,10 @@ def rejection(item: Mapping[str, Any], reason: Reason,
                     reason=Reason(reason), detail=detail)
 
 
-def _audio_reason(item: Mapping[str, Any], rate: int) -> Reason:
-  """Why the item's audio could not be loaded, from the file itself: gone,
-  without a readable header, or without samples in the item's region."""
-  path = item["audio"]
-  if not tf.io.gfile.exists(path):
-    return Reason.MISSING_AUDIO
-  try:
-    total = audio_lib.num_samples(path, rate)
-  except audio_lib.AudioError:
-    return Reason.UNREADABLE_AUDIO
-  start, end = item.get("start"), item.get("end")
-  first = 0 if start is None else int(round(start * rate))
-  last = total if end is None else int(round(end * rate))
-  if not 0 <= first < last <= total:
-    return Reason.EMPTY_AUDIO  # no samples, or a region outside them
-  return Reason.UNREADABLE_AUDIO
+# Rejection reason of each kind of `audio.AudioError`.
+_AUDIO_REASONS = {audio_lib.MISSING: Reason.MISSING_AUDIO,
+                  audio_lib.UNREADABLE: Reason.UNREADABLE_AUDIO,
+                  audio_lib.EMPTY: Reason.EMPTY_AUDIO}
 
 
 def _load_audio(item: Mapping[str, Any],
@@ -111,7 +99,7 @@ def _load_audio(item: Mapping[str, Any],
     audio = audio_lib.load_audio(item["audio"], config.sample_rate,
                                  item.get("start"), item.get("end"))
   except audio_lib.AudioError as e:
-    raise Rejected(_audio_reason(item, config.sample_rate), str(e)) from None
+    raise Rejected(_AUDIO_REASONS[e.kind], str(e)) from None
   if audio.size == 0:
     raise Rejected(Reason.EMPTY_AUDIO, f"{item['audio']}: no samples")
   if not np.all(np.isfinite(audio)):
