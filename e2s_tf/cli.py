@@ -25,17 +25,18 @@ from absl import flags
 
 FlagsParser = Callable[[Sequence[str]], Sequence[str]]
 
-_HELP_FLAGS = (app.HelpFlag, app.HelpfullFlag, app.HelpXMLFlag)
+# absl's help flags (`-?` is the short name of `--help`).
+_HELP_FLAGS = ("help", "?", "helpshort", "helpfull", "helpxml")
 
 
-def _raised_by_help_flag(error: SystemExit) -> bool:
-  """True when `error` is absl's exit after printing a help flag's usage."""
-  tb = error.__traceback__
-  while tb is not None and tb.tb_next is not None:
-    tb = tb.tb_next
-  if tb is None or tb.tb_frame.f_code.co_name != "parse":
-    return False
-  return isinstance(tb.tb_frame.f_locals.get("self"), _HELP_FLAGS)
+def _asks_for_help(argv: Sequence[str]) -> bool:
+  """Whether the command line holds one of absl's help flags."""
+  for arg in argv[1:]:
+    if arg == "--":
+      break
+    if arg.startswith("-") and arg.lstrip("-").split("=")[0] in _HELP_FLAGS:
+      return True
+  return False
 
 
 def _present_as_main(module_name: str) -> None:
@@ -67,7 +68,8 @@ def flags_parser(module_name: str,
     try:
       return parse(argv)
     except SystemExit as e:
-      if e.code == 1 and _raised_by_help_flag(e):
+      # absl prints the usage of a help flag, then exits with status 1.
+      if e.code == 1 and _asks_for_help(argv):
         sys.exit(0)
       raise
 
