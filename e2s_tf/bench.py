@@ -4,7 +4,7 @@ r"""Runs the benchmark suite and writes its figures as JSON.
         [--work_dir=/tmp/e2s_bench] [--out=bench.json] \
         [--table=docs/performance_table.md]
 
-Benchmarks (e2s_tf/bench_lib.py): griffin_lim, input_pipeline, filler,
+Benchmarks (e2s_tf/benchmarks/cases.py): griffin_lim, input_pipeline, filler,
 inference, training, preprocess, memory. Each prints one line; `--out` gets all the
 figures (with the load average around each benchmark), `--table` the Markdown
 table of docs/performance.md. The default corpus and its dataset are made
@@ -19,10 +19,13 @@ from absl import flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from e2s_tf import bench_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from e2s_tf import bench_lib
+from e2s_tf.benchmarks import cases
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _ONLY = flags.DEFINE_list(
-    "only", [], f"Benchmarks to run (default all): {', '.join(bench_lib.BENCHMARKS)}.")
+    "only", [], f"Benchmarks to run (default all): {', '.join(cases.BENCHMARKS)}.")
 _OUT = flags.DEFINE_string("out", "bench.json", "JSON file of the figures.")
 _WORK_DIR = flags.DEFINE_string("work_dir", "/tmp/e2s_bench",
                                 "Scratch space (corpus, dataset, exports).")

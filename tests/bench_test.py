@@ -11,6 +11,9 @@ import pytest
 from e2s_tf import batching
 from e2s_tf import bench_lib
 from e2s_tf import records
+from e2s_tf.benchmarks import cases
+from e2s_tf.benchmarks import harness
+from e2s_tf.benchmarks import memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +37,7 @@ def quick_results(speech_corpus, speech_data, tmp_path_factory):
 
 def test_quick_suite_runs_every_benchmark_and_writes_json(quick_results):
   returned, written, lines = quick_results
-  assert list(written["benchmarks"]) == list(bench_lib.BENCHMARKS)
+  assert list(written["benchmarks"]) == list(cases.BENCHMARKS)
   assert written["quick"] and written["command"] == "test"
   assert written["cpu_count"] >= 1 and written["machine"]
   assert json.loads(json.dumps(returned)) == written
@@ -43,13 +46,13 @@ def test_quick_suite_runs_every_benchmark_and_writes_json(quick_results):
     for key in ("loadavg_before", "loadavg_after"):
       assert len(figures[key]) == 3 and min(figures[key]) >= 0, (name, key)
   # One printed line per benchmark, then the file.
-  assert [l.split(":")[0] for l in lines[:-1]] == list(bench_lib.BENCHMARKS)
+  assert [l.split(":")[0] for l in lines[:-1]] == list(cases.BENCHMARKS)
   assert lines[-1].startswith("wrote ")
 
 
 def test_griffin_lim_compares_the_same_algorithm(quick_results):
   figures = quick_results[1]["benchmarks"]["griffin_lim"]
-  sizes = bench_lib.SIZES["quick"]
+  sizes = harness.SIZES["quick"]
   assert list(figures["batches"]) == [str(b) for b in sizes.batch_sizes]
   assert figures["frames"] == 98  # 1 s at 16 kHz on the 480/160 grid
   for row in figures["batches"].values():
@@ -66,7 +69,7 @@ def test_griffin_lim_compares_the_same_algorithm(quick_results):
 def test_input_pipeline_figures_and_trace(quick_results, speech_data):
   figures = quick_results[1]["benchmarks"]["input_pipeline"]
   info = records.read_dataset_info(speech_data)
-  sizes = bench_lib.SIZES["quick"]
+  sizes = harness.SIZES["quick"]
   assert figures["frames"] == (info["splits"]["train"]["num_frames"] *
                                sizes.pipeline_epochs)
   for key in ("pipeline_frames_per_sec", "train_frames_per_sec", "headroom"):
@@ -103,7 +106,7 @@ def test_inference_rtf(quick_results):
 
 def test_training_times_every_model(quick_results):
   models = quick_results[1]["benchmarks"]["training"]["models"]
-  sizes = bench_lib.SIZES["quick"]
+  sizes = harness.SIZES["quick"]
   assert list(models) == list(sizes.models)
   for name, row in models.items():
     assert _positive(row["graph"]["frames_per_sec"]), name
@@ -128,7 +131,7 @@ def test_preprocess_counts_the_corpus_audio(quick_results, speech_data):
 
 def test_memory_of_a_long_item(quick_results):
   f = quick_results[1]["benchmarks"]["memory"]
-  assert f["item_seconds"] == bench_lib.SIZES["quick"].long_item_seconds
+  assert f["item_seconds"] == harness.SIZES["quick"].long_item_seconds
   assert f["frames_per_batch"] == 1200  # configs/testing.py
   for key in ("preprocess_mib", "preprocess_whole_item_mib",
               "train_long_item_mib", "train_short_items_mib"):
@@ -142,7 +145,7 @@ def test_memory_of_a_long_item(quick_results):
 
 def test_run_measuring_memory_reports_a_failed_program(tmp_path):
   log = str(tmp_path / "train.log")
-  run = bench_lib.run_measuring_memory(
+  run = memory.run_measuring_memory(
       [sys.executable, "-m", "e2s_tf.train", "--config=configs/nothere.py",
        "--data_dir=x", "--workdir=y"], log)
   assert run["returncode"] == 1
@@ -150,7 +153,7 @@ def test_run_measuring_memory_reports_a_failed_program(tmp_path):
                                     "configs/nothere.py not found")
   assert 20 < run["peak_rss_mib"] < 4000
   with pytest.raises(RuntimeError, match="config file"):
-    bench_lib.train_memory("x", str(tmp_path / "w"), "configs/nothere.py")
+    memory.train_memory("x", str(tmp_path / "w"), "configs/nothere.py")
 
 
 def test_performance_table_has_a_row_per_figure(quick_results):
@@ -158,8 +161,8 @@ def test_performance_table_has_a_row_per_figure(quick_results):
   lines = table.splitlines()
   assert lines[0].startswith("| benchmark |")
   names = [l.split("|")[1].strip() for l in lines[2:]]
-  assert set(names) == set(bench_lib.BENCHMARKS)
-  assert names.count("training") == len(bench_lib.SIZES["quick"].models)
+  assert set(names) == set(cases.BENCHMARKS)
+  assert names.count("training") == len(harness.SIZES["quick"].models)
 
 
 def test_unknown_benchmark_is_an_error_naming_the_known_ones(tmp_path):
@@ -170,7 +173,7 @@ def test_unknown_benchmark_is_an_error_naming_the_known_ones(tmp_path):
 
 def test_missing_trace_is_an_error(tmp_path):
   with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-    bench_lib.input_wait_from_trace(str(tmp_path))
+    harness.input_wait_from_trace(str(tmp_path))
 
 
 def test_main_runs_one_benchmark(speech_corpus, speech_data, tmp_path):

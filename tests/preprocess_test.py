@@ -17,13 +17,13 @@ import soundfile as sf
 import tensorflow as tf
 
 from e2s_tf import audio as audio_lib
-from e2s_tf import bench_lib
 from e2s_tf import corpus
 from e2s_tf import fileio
 from e2s_tf import manifest as manifest_lib
 from e2s_tf import preprocess_lib
 from e2s_tf import records
 from e2s_tf import spectral
+from e2s_tf.benchmarks import memory as bench_memory
 from e2s_tf.preprocessing import output
 from e2s_tf.preprocessing import splits
 from e2s_tf.preprocessing.errors import PreprocessError
@@ -690,8 +690,8 @@ def test_taken_piece_ids_are_refused_and_regions_cut_in_file_seconds(
 def test_memory_of_a_long_item_is_that_of_its_pieces(tmp_path):
   # Without pieces (and region decoding) 2 minutes cost ~250 MiB more than
   # 4 s; with them, what one 2 s piece costs.
-  short = bench_lib.preprocess_memory(str(tmp_path), 4.0, 2.0)["peak_rss_mib"]
-  long = bench_lib.preprocess_memory(str(tmp_path), 120.0, 2.0)["peak_rss_mib"]
+  short = bench_memory.preprocess_memory(str(tmp_path), 4.0, 2.0)["peak_rss_mib"]
+  long = bench_memory.preprocess_memory(str(tmp_path), 120.0, 2.0)["peak_rss_mib"]
   assert long < short + 40, (short, long)
 
 
