@@ -61,12 +61,13 @@ def _done(demo_dir, stage, command, outputs):
 
 
 def _stage(index, total, stage, command, outputs, demo_dir, env=None):
-  """Runs `command` (a list) unless its stamp says it already ran."""
+  """Runs `command` (a list) unless its stamp says it already ran; returns
+  whether it ran."""
   text = " ".join(shlex.quote(c) for c in command)
   head = f"[{index}/{total}] {stage}"
   if _done(demo_dir, stage, text, outputs):
     print(f"{head}: done earlier, skipped ({text})", flush=True)
-    return
+    return False
   print(f"{head}: {text}", flush=True)
   start = time.time()
   env = dict(env or os.environ)
@@ -79,6 +80,7 @@ def _stage(index, total, stage, command, outputs, demo_dir, env=None):
                     {"command": text, "seconds": round(time.time() - start, 1)},
                     indent=None)
   print(f"{head}: finished in {time.time() - start:.0f} s", flush=True)
+  return True
 
 
 def _pick_wav_inputs(data_dir, out_dir, count):
@@ -187,8 +189,8 @@ def main(argv):
   eval_dir = os.path.join(d, "eval")
   cmd = [py, "-m", "e2s_tf.evaluate", f"--model={export_dir}",
          f"--data_dir={data_dir}", "--split=test", f"--out_dir={eval_dir}"]
-  _stage(stage + 4, total, "evaluate", cmd, [os.path.join(eval_dir, "metrics.json")],
-         d)
+  evaluated = _stage(stage + 4, total, "evaluate", cmd,
+                     [os.path.join(eval_dir, "metrics.json")], d)
 
   report = os.path.join(eval_dir, "report.md")
   print()
@@ -198,11 +200,12 @@ def main(argv):
   print(f"  figures:     {os.path.join(eval_dir, 'figures')}")
   print(f"  audio pairs: {os.path.join(eval_dir, 'audio')}")
   print(f"  TensorBoard: tensorboard --logdir={workdir}")
-  print()
-  with open(report) as f:
-    for line in f:
-      if line.startswith("|"):
-        print(line.rstrip())
+  if not evaluated:  # else the evaluate stage has just printed the table
+    print()
+    with open(report) as f:
+      for line in f:
+        if line.startswith("|"):
+          print(line.rstrip())
 
 
 def run():
