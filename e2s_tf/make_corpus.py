@@ -37,7 +37,7 @@ def main(argv):
         progress=_PROGRESS.value, workers=_WORKERS.value)
   except (ValueError, RuntimeError, OSError) as e:
     raise SystemExit(f"make_corpus: error: {e}") from None
-  items = corpus.read_manifest(manifest)
+  items = manifest_lib.read_manifest(manifest)
   per_speaker = collections.Counter(item["speaker"] for item in items)
   print(f"make_corpus: {len(items)} utterances of {len(per_speaker)} speakers "
         f"-> {manifest} ({time.time() - start:.1f} s)")
