@@ -85,10 +85,6 @@ class StftConfig:
     return self.fft_length // 2 + 1
 
   @property
-  def frame_seconds(self) -> float:
-    return self.frame_length / self.sample_rate
-
-  @property
   def hop_seconds(self) -> float:
     return self.frame_step / self.sample_rate
 
@@ -102,26 +98,27 @@ class StftConfig:
     samples = np.where(t <= 0, 0, (t - 1) * self.frame_step + self.frame_length)
     return int(samples) if samples.ndim == 0 else samples.astype(np.int64)
 
-  def frame_span(self, t: int) -> tuple[int, int]:
-    """Half-open sample span [start, end) of frame `t`."""
-    return t * self.frame_step, t * self.frame_step + self.frame_length
-
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "StftConfig":
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - fields
-    if unknown:
-      raise ValueError(f"unknown StftConfig fields: {sorted(unknown)}")
-    return cls(**d)
+    return dataclass_from_dict(cls, d)
 
   def to_json(self) -> str:
     return json.dumps(self.to_dict(), sort_keys=True)
 
 
 DEFAULT = StftConfig()
+
+
+def dataclass_from_dict(cls, d: Mapping[str, Any]):
+  """The dataclass `cls` made from the fields in `d` (a `to_dict`); a key
+  that is not one of its fields is a ValueError naming it."""
+  unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+  if unknown:
+    raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+  return cls(**d)
 
 
 def window(config: StftConfig, dtype=tf.float32) -> tf.Tensor:

@@ -70,8 +70,9 @@ def test_grid_frames_match_stft_config(config):
     framed = tf.signal.frame(np.zeros(n, np.float32), config.frame_length,
                              config.frame_step)
     assert grid.num_frames(int(n)) == framed.shape[0]
-  assert grid.aligned_with(config)
-  assert not grid.aligned_with(CONFIG if config is ORIGINAL else ORIGINAL)
+  assert grid == embedders.Grid.from_stft(config)
+  assert grid != embedders.Grid.from_stft(
+      CONFIG if config is ORIGINAL else ORIGINAL)
 
 
 def test_grid_centred_frames_count_padded_signal():
@@ -308,7 +309,7 @@ def test_npy_declared_grid_and_dim(tmp_path):
   got = embedder.embed(np.zeros(10, np.float32), _item(embedding=str(path)))
   assert got.dtype == np.float32 and got.shape == (7, 3)
   assert embedder.grid == embedders.Grid(CONFIG.sample_rate, 400, 320)
-  assert not embedder.grid.aligned_with(CONFIG)
+  assert embedder.grid != embedders.Grid.from_stft(CONFIG)
 
 
 def _npy_error(tmp_path, array=None, embedder=None, **item_fields):

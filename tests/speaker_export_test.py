@@ -42,7 +42,7 @@ def waveforms(speech_corpus):
 def test_export_is_a_savedmodel_embedder_on_the_grid(trained, waveforms):
   stft = spectral.StftConfig()
   embedder = embedders.get_embedder("savedmodel:" + trained["export_dir"], stft)
-  assert embedder.dim == 64 and embedder.grid.aligned_with(stft)
+  assert embedder.dim == 64 and embedder.grid == embedders.Grid.from_stft(stft)
   item_id = sorted(waveforms)[0]
   _, audio = waveforms[item_id]
   frames = embedder.embed(audio, {"id": item_id})

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
+import tensorflow as tf
 
 from e2s_tf import spectral
 
@@ -111,10 +112,6 @@ class Grid:
       n = np.where(n > 0, n + 2 * (self.frame_length // 2), 0)
     return spectral.frame_count(n, self.frame_length, self.frame_step)
 
-  def aligned_with(self, config: spectral.StftConfig) -> bool:
-    """True when frame t of this grid is frame t of the STFT of `config`."""
-    return self == Grid.from_stft(config)
-
   def to_dict(self) -> dict[str, Any]:
     return {"sample_rate": int(self.sample_rate),
             "frame_length": int(self.frame_length),
@@ -123,11 +120,15 @@ class Grid:
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "Grid":
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - fields
-    if unknown:
-      raise ValueError(f"unknown Grid fields: {sorted(unknown)}")
-    return cls(**d)
+    return spectral.dataclass_from_dict(cls, d)
+
+
+def waveform_function(fn: Callable[[tf.Tensor], tf.Tensor]
+                      ) -> Callable[[np.ndarray], np.ndarray]:
+  """`fn` of a `[samples]` float32 waveform tensor, traced once
+  (`tf.function`), as a function of a NumPy waveform to a NumPy array."""
+  traced = tf.function(fn, input_signature=[tf.TensorSpec([None], tf.float32)])
+  return lambda audio: traced(tf.convert_to_tensor(audio, tf.float32)).numpy()
 
 
 class Embedder(abc.ABC):
@@ -269,3 +270,23 @@ class Embedder(abc.ABC):
   def __repr__(self) -> str:
     return (f"{type(self).__name__}(spec={self.spec!r}, dim={self.dim}, "
             f"grid={self.grid})")
+
+
+class DeclaredEmbedder(Embedder):
+  """An embedder whose dim and grid are declared to it, not computed (.npy
+  arrays, SavedModels): the subclass sets `self._grid` and `self._dim`
+  (None: learnt from the first item, then enforced)."""
+
+  _dim: Optional[int] = None
+  _grid: Grid
+
+  @property
+  def dim(self) -> Optional[int]:
+    return self._dim
+
+  @property
+  def grid(self) -> Grid:
+    return self._grid
+
+  def _learn_dim(self, dim: int) -> None:
+    self._dim = int(dim)
