@@ -29,30 +29,34 @@ _LAYOUT = flags.DEFINE_enum("layout", "speaker_dirs",
                             "Directory layout of audio_dir.")
 _VAD = flags.DEFINE_bool(
     "vad", False, "One item per voice-active region instead of per file.")
-_DEFAULT_VAD = audio.VadOptions()
-_VAD_THRESHOLD_DB = flags.DEFINE_float(
-    "vad_threshold_db", _DEFAULT_VAD.threshold_db,
-    "Speech frames are within this many dB of the loudest frame (<= 0).")
-_VAD_FLOOR_DB = flags.DEFINE_float(
-    "vad_floor_db", _DEFAULT_VAD.floor_db,
-    "Frames below this energy (dB full scale) are never speech.")
-_VAD_MIN_REGION = flags.DEFINE_integer(
-    "vad_min_region_frames", _DEFAULT_VAD.min_region_frames,
-    "Drop regions shorter than this many frames.")
-_VAD_HANGOVER = flags.DEFINE_integer(
-    "vad_hangover_frames", _DEFAULT_VAD.hangover_frames,
-    "Extend each speech run by this many frames.")
-_VAD_MIN_GAP = flags.DEFINE_integer(
-    "vad_min_gap_frames", _DEFAULT_VAD.min_gap_frames,
-    "Also merge regions separated by fewer frames than this.")
-_SAMPLE_RATE = flags.DEFINE_integer(
-    "sample_rate", spectral.DEFAULT.sample_rate, "Sample rate of the grid.")
-_FRAME_LENGTH = flags.DEFINE_integer(
-    "frame_length", spectral.DEFAULT.frame_length, "Frame window in samples.")
-_FRAME_STEP = flags.DEFINE_integer(
-    "frame_step", spectral.DEFAULT.frame_step, "Frame hop in samples.")
-_FFT_LENGTH = flags.DEFINE_integer(
-    "fft_length", spectral.DEFAULT.fft_length, "FFT size of the grid.")
+
+
+def _define_fields(prefix, defaults, helps):
+  """A flag `<prefix><field>` per field of `helps`, its default the field's
+  value in `defaults` (an int or float flag by its type): {field: holder}."""
+  holders = {}
+  for field, help_text in helps.items():
+    default = getattr(defaults, field)
+    define = (flags.DEFINE_integer if isinstance(default, int) else
+              flags.DEFINE_float)
+    holders[field] = define(prefix + field, default, help_text)
+  return holders
+
+
+_VAD_OPTIONS = _define_fields("vad_", audio.VadOptions(), {
+    "threshold_db":
+        "Speech frames are within this many dB of the loudest frame (<= 0).",
+    "floor_db": "Frames below this energy (dB full scale) are never speech.",
+    "min_region_frames": "Drop regions shorter than this many frames.",
+    "hangover_frames": "Extend each speech run by this many frames.",
+    "min_gap_frames": "Also merge regions separated by fewer frames than this.",
+})
+_GRID = _define_fields("", spectral.DEFAULT, {
+    "sample_rate": "Sample rate of the grid.",
+    "frame_length": "Frame window in samples.",
+    "frame_step": "Frame hop in samples.",
+    "fft_length": "FFT size of the grid.",
+})
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
@@ -60,13 +64,9 @@ def main(argv):
   del argv
   try:
     config = spectral.StftConfig(
-        sample_rate=_SAMPLE_RATE.value, frame_length=_FRAME_LENGTH.value,
-        frame_step=_FRAME_STEP.value, fft_length=_FFT_LENGTH.value)
+        **{k: holder.value for k, holder in _GRID.items()})
     vad_options = audio.VadOptions(
-        threshold_db=_VAD_THRESHOLD_DB.value,
-        min_region_frames=_VAD_MIN_REGION.value,
-        hangover_frames=_VAD_HANGOVER.value,
-        min_gap_frames=_VAD_MIN_GAP.value, floor_db=_VAD_FLOOR_DB.value)
+        **{k: holder.value for k, holder in _VAD_OPTIONS.items()})
     count = manifest_lib.build_manifest(
         _AUDIO_DIR.value, _OUT.value, layout=_LAYOUT.value, vad=_VAD.value,
         config=config, vad_options=vad_options, progress=_PROGRESS.value)

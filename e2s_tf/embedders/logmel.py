@@ -139,8 +139,7 @@ class LogMelEmbedder(base.Embedder):
         upper_edge_hertz=self.upper_edge_hertz,
         dtype=tf.float32)  # [bins, mel]
     self._grid = base.Grid.from_stft(stft_config)
-    self._compute = tf.function(
-        self.log_mel, input_signature=[tf.TensorSpec([None], tf.float32)])
+    self._compute = base.waveform_function(self.log_mel)
 
   @property
   def dim(self) -> int:
@@ -170,7 +169,7 @@ class LogMelEmbedder(base.Embedder):
     return tf.math.log(tf.maximum(mel, self.log_floor))
 
   def _embed(self, audio: np.ndarray, item: Mapping[str, Any]) -> np.ndarray:
-    return self._compute(tf.convert_to_tensor(audio, tf.float32)).numpy()
+    return self._compute(audio)
 
   def invert_magnitude(self, features: np.ndarray,
                        num_iterations: int = INVERSE_ITERATIONS) -> np.ndarray:

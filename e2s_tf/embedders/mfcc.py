@@ -52,8 +52,7 @@ class MfccEmbedder(base.Embedder):
                        f"{self.log_mel_embedder.num_mel_bins}, got "
                        f"{num_coefficients}")
     self.num_coefficients = num_coefficients
-    self._compute = tf.function(
-        self.mfcc, input_signature=[tf.TensorSpec([None], tf.float32)])
+    self._compute = base.waveform_function(self.mfcc)
 
   @property
   def dim(self) -> int:
@@ -74,7 +73,7 @@ class MfccEmbedder(base.Embedder):
     return coefficients[..., :self.num_coefficients]
 
   def _embed(self, audio: np.ndarray, item: Mapping[str, Any]) -> np.ndarray:
-    return self._compute(tf.convert_to_tensor(audio, tf.float32)).numpy()
+    return self._compute(audio)
 
   def dct_matrix(self) -> np.ndarray:
     """The `[mel, num_coefficients]` map: mfcc = log_mel @ D."""

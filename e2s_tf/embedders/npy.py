@@ -84,7 +84,7 @@ def read_embedding(path: str, transpose: bool = False) -> np.ndarray:
 
 
 @registry.register("npy")
-class NpyEmbedder(base.Embedder):
+class NpyEmbedder(base.DeclaredEmbedder):
   """Loads `item["embedding"]`: `[frames, dim]` (or `[dim, frames]`)."""
 
   needs_audio = False
@@ -113,14 +113,6 @@ class NpyEmbedder(base.Embedder):
         frame_length=int(frame_length or stft_config.frame_length),
         frame_step=int(frame_step or stft_config.frame_step))
 
-  @property
-  def dim(self) -> Optional[int]:
-    return self._dim
-
-  @property
-  def grid(self) -> base.Grid:
-    return self._grid
-
   def options(self) -> dict[str, Any]:
     return {"dim": self._dim, "transpose": self.transpose,
             "frame_length": self._grid.frame_length,
@@ -144,9 +136,6 @@ class NpyEmbedder(base.Embedder):
       return read_embedding(path, self.transpose)
     except NpyError as e:
       raise self.error(item, e.detail, path=path, reason=e.reason) from None
-
-  def _learn_dim(self, dim: int) -> None:
-    self._dim = int(dim)
 
   def _dim_hint(self) -> str:
     if self.transpose:

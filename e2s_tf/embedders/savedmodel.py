@@ -83,7 +83,7 @@ def _output_tensor(outputs: Any) -> tf.Tensor:
 
 
 @registry.register("savedmodel")
-class SavedModelEmbedder(base.Embedder):
+class SavedModelEmbedder(base.DeclaredEmbedder):
   """Runs a SavedModel on each waveform; see the module docstring."""
 
   def __init__(self, stft_config: spectral.StftConfig = spectral.DEFAULT,
@@ -175,23 +175,12 @@ class SavedModelEmbedder(base.Embedder):
         f"callable {METHOD!r} attribute (signatures: {sorted(signatures)})")
 
   @property
-  def dim(self) -> Optional[int]:
-    return self._dim
-
-  @property
-  def grid(self) -> base.Grid:
-    return self._grid
-
-  @property
   def spec(self) -> str:
     return f"{self.name}:{self.path}"
 
   def options(self) -> dict[str, Any]:
     return {"dim": self._dim, "frame_length": self._grid.frame_length,
             "frame_step": self._grid.frame_step, "center": self._grid.center}
-
-  def _learn_dim(self, dim: int) -> None:
-    self._dim = int(dim)
 
   def _call(self, audio: np.ndarray, rank: int) -> tf.Tensor:
     waveform = tf.convert_to_tensor(audio, tf.float32)
