@@ -13,26 +13,17 @@ from typing import Optional, Sequence
 import keras
 import tensorflow as tf
 
+from e2s_tf import masking
+
 # The ways a speaker vector can condition a decoder.
 SPEAKER_CONDITIONING = ("none", "film", "concat")
 
 
-def expand_mask(mask: tf.Tensor, rank: int, dtype) -> tf.Tensor:
-  """`[batch, frames]` -> `[batch, frames, 1, ...]` of `rank` dims, `dtype`."""
-  mask = tf.cast(mask, dtype)
-  return tf.reshape(mask, tf.concat(
-      [tf.shape(mask), tf.ones([rank - 2], tf.int32)], axis=0))
-
-
-def apply_mask(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-  """Multiplies `[batch, frames, ...]` by the frame mask."""
-  return x * expand_mask(mask, x.shape.rank, x.dtype)
-
-
-def clean_padding(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-  """Sets padding frames of `[batch, frames, ...]` to 0, even inf/NaN ones."""
-  valid = expand_mask(mask, x.shape.rank, tf.float32) > 0
-  return tf.where(valid, x, tf.zeros_like(x))
+# The frame-mask helpers are e2s_tf.masking's (the losses mask with them too):
+# `apply_mask` multiplies `[batch, frames, ...]` by the mask; `clean_padding`
+# sets its padding frames to 0, even inf/NaN ones.
+apply_mask = masking.apply_mask
+clean_padding = masking.zero_padding
 
 
 def lengths_from_mask(mask: tf.Tensor) -> tf.Tensor:
