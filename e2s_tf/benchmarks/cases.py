@@ -155,7 +155,7 @@ def bench_input_pipeline(bench: harness.Bench) -> dict[str, Any]:
   profiled = ml_collections.ConfigDict(config.to_dict())
   t = profiled.train
   t.num_steps = s.profile_steps[1] + 1
-  t.warmup_steps = min(t.warmup_steps, 1)
+  t.lr_warmup_steps = min(t.lr_warmup_steps, 1)
   t.log_every = t.eval_every = t.checkpoint_every = t.num_steps
   t.eval_batches, t.summary_items, t.griffin_lim_iterations = 1, 1, 1
   train_lib.train(profiled, bench.data_dir, workdir,
@@ -262,9 +262,10 @@ def bench_training(bench: harness.Bench) -> dict[str, Any]:
   figures = {"models": {}}
   for name in s.models:
     config = bench.config(name)
-    if "warmup_steps" in config.model:
-      # Time the adversarial step (the warm-up step is the generator's alone).
-      config.model.warmup_steps = 0
+    if "adversarial_start_step" in config.model:
+      # Time the adversarial step (the steps before it update the decoder
+      # alone).
+      config.model.adversarial_start_step = 0
     epoch = [(tuple(b["mask"].shape), harness.valid_frames(b))
              for b in harness.train_dataset(config, bench.data_dir)
              .as_numpy_iterator()]

@@ -74,7 +74,8 @@ def experiment_config(model: str, steps: int, quick: bool):
   config.train.eval_every = max(steps, 1)
   config.train.checkpoint_every = max(steps, 1)
   config.train.log_every = max(1, min(50, steps // 5 or 1))
-  config.train.warmup_steps = min(config.train.warmup_steps, max(steps // 5, 1))
+  config.train.lr_warmup_steps = min(config.train.lr_warmup_steps,
+                                     max(steps // 5, 1))
   return config
 
 
