@@ -90,18 +90,17 @@ def _pick_wav_inputs(data_dir, out_dir, count):
   os.makedirs(out_dir, exist_ok=True)
   files = records.split_files(data_dir, "test")
   written = 0
-  for raw in records.iterate_records(files):
+  for ex in records.read_examples(files):
     if written == count:
       break
-    ex = records.parse_example(raw)
-    item_id = ex["id"].numpy().decode("utf-8", errors="replace")
+    item_id = ex["id"]
     try:
       path = fileio.output_path(out_dir, item_id, ".npy")
     except fileio.InvalidItemId as e:
       print(f"demo: {e}; skipped", file=sys.stderr)
       continue
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.save(path, ex["embedding"].numpy())
+    np.save(path, ex["embedding"])
     written += 1
 
 

@@ -69,11 +69,7 @@ def _read_items(data_dir: str, split: str, max_items: Optional[int],
   """
   files = records.split_files(data_dir, split)
   items, invalid = [], 0
-  for raw in records.iterate_records(files):
-    ex = records.parse_example(raw, with_audio=True)
-    item = {k: (v.numpy() if k not in ("id", "speaker") else
-                v.numpy().decode("utf-8", errors="replace"))
-            for k, v in ex.items()}
+  for item in records.read_examples(files, with_audio=True):
     problem = fileio.item_id_problem(item["id"])
     if problem:
       invalid += 1

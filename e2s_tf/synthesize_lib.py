@@ -98,13 +98,12 @@ def iter_items(source: str, dim: int, transpose: bool = False
     raise FileNotFoundError(
         f"--input={source!r} is neither a .npy file, a folder, nor DATA_DIR:split")
   files = records.split_files(data_dir, split)
-  for raw in records.iterate_records(files):
-    ex = records.parse_example(raw)
-    emb = ex["embedding"].numpy()
+  for ex in records.read_examples(files):
+    emb = ex["embedding"]
     if emb.shape[1] != dim:
       raise ValueError(f"{data_dir}: embeddings of dimension {emb.shape[1]}, "
                        f"the model expects {dim}")
-    item_id = ex["id"].numpy().decode("utf-8", errors="replace")
+    item_id = ex["id"]
     if not np.all(np.isfinite(emb)):
       yield Item(item_id, error=f"{data_dir}:{split}: item {item_id!r}: "
                  "NaN/Inf values")

@@ -58,12 +58,8 @@ def _files(root):
 
 
 def _embeddings(speech_data, n=3):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  out = []
-  for raw in tf.data.TFRecordDataset(records.split_files(speech_data, "test")):
-    ex = records.parse_example(raw)
-    out.append((ex["id"].numpy().decode(), ex["embedding"].numpy()))
-  return out[:n]
+  return [(ex["id"], ex["embedding"]) for ex in records.read_examples(
+      records.split_files(speech_data, "test"))][:n]
 
 
 def test_folder_with_bad_files_writes_the_good_ones(speech_data, tiny_export,

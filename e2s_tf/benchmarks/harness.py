@@ -192,8 +192,8 @@ class Bench:
       raise ValueError(f"{self.data_dir}: split {split!r} has no frames")
     pieces, have = [], 0
     while have < frames:
-      for serialized in tf.data.TFRecordDataset(files):
-        pieces.append(records.parse_example(serialized)["embedding"].numpy())
+      for ex in records.read_examples(files):
+        pieces.append(ex["embedding"])
         have += pieces[-1].shape[0]
         if have >= frames:
           break
