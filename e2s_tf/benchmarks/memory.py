@@ -44,7 +44,7 @@ print(json.dumps({"maxrss_kib": usage.ru_maxrss,
 
 def run_measuring_memory(command: Sequence[str], log_path: str,
                          timeout: float = 1800.0) -> dict[str, Any]:
-  """Runs `command` (from the repository root) and reads its peak memory.
+  """Runs `command` and reads its peak memory.
 
   The peak is `ru_maxrss` of the program's process (with its descendants'
   that it waited for), from `os.wait4` in a small launcher process (see
@@ -63,13 +63,16 @@ def run_measuring_memory(command: Sequence[str], log_path: str,
   Raises:
     TimeoutError: it ran past `timeout` seconds (then it is killed).
   """
-  # The folder that holds the e2s_tf package.
+  # The program runs in this process's folder (relative paths mean the same
+  # to it) and imports this copy of the package, installed or not.
   root = os.path.dirname(os.path.dirname(os.path.dirname(
       os.path.abspath(__file__))))
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  path = os.environ.get("PYTHONPATH")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+             PYTHONPATH=root + (os.pathsep + path if path else ""))
   start = time.perf_counter()
   launcher = subprocess.Popen(
-      [sys.executable, "-S", "-c", _LAUNCHER, log_path, *command], cwd=root,
+      [sys.executable, "-S", "-c", _LAUNCHER, log_path, *command],
       env=env, stdout=subprocess.PIPE, start_new_session=True)
   try:
     report, _ = launcher.communicate(timeout=timeout)
