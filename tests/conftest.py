@@ -11,6 +11,16 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
+def tiny_corpus_manifest(tmp_path_factory):
+  """A corpus of 2 speakers x 2 utterances (made once): its manifest path.
+  Tests only read it."""
+  from e2s_tf import corpus  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp("corpus")
+  return corpus.make_corpus(str(out), speakers=2, utterances=2, seed=0,
+                            progress=False)
+
+
+@pytest.fixture(scope="session")
 def speech_corpus(tmp_path_factory):
   """A tiny real espeak-ng corpus: 3 speakers x 4 utterances (made once)."""
   from e2s_tf import corpus  # pylint: disable=g-import-not-at-top

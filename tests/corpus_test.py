@@ -13,18 +13,17 @@ import soundfile as sf
 from e2s_tf import corpus
 from e2s_tf import manifest as manifest_lib
 from e2s_tf import spectral
+from tests import corpus_testlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = spectral.StftConfig()
 SR = CONFIG.sample_rate
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  """A corpus of 2 speakers x 2 utterances: its manifest path."""
-  out = tmp_path_factory.mktemp("corpus")
-  return corpus.make_corpus(str(out), speakers=2, utterances=2, seed=0,
-                            progress=False)
+@pytest.fixture(name="tiny")
+def tiny_fixture(tiny_corpus_manifest):
+  """The shared 2 x 2 corpus (conftest): its manifest path."""
+  return tiny_corpus_manifest
 
 
 def _files(root):
@@ -32,12 +31,6 @@ def _files(root):
   for directory, _, names in os.walk(root):
     found += [os.path.relpath(os.path.join(directory, n), root) for n in names]
   return sorted(found)
-
-
-def _plan(speakers=2, utterances=2, seed=0):
-  voices = corpus.make_speakers(speakers, seed)
-  return {u.id: u for i, v in enumerate(voices) for u in
-          (corpus.make_utterance(v, i, j, seed) for j in range(utterances))}
 
 
 # --------------------------------------------------------------------------
@@ -51,7 +44,7 @@ def test_corpus_layout_and_manifest(tiny):
       "wav/spk01/spk01_0000.wav", "wav/spk01/spk01_0001.wav"]
   with open(tiny) as f:
     raw = [json.loads(line) for line in f]
-  plan = _plan()
+  plan = corpus_testlib.planned_utterances()
   assert [r["id"] for r in raw] == sorted(plan)
   for row in raw:
     assert set(row) == {"id", "audio", "speaker", "text"}
@@ -121,7 +114,7 @@ def test_speakers_are_distinct_and_independent_of_the_count():
 
 
 def test_utterances_have_two_to_four_clauses_and_pauses():
-  for u in _plan(4, 10).values():
+  for u in corpus_testlib.planned_utterances(4, 10).values():
     assert 2 <= len(u.clauses) <= 4
     assert len(u.pauses) == len(u.clauses) - 1
     assert all(0.3 <= p <= 1.0 for p in u.pauses)
@@ -137,7 +130,7 @@ def _longest_zero_runs(x):
 
 
 def test_corpus_audio_is_16k_speech_with_silent_pauses(tiny):
-  plan = _plan()
+  plan = corpus_testlib.planned_utterances()
   for item in manifest_lib.read_manifest(tiny):
     info = sf.info(item["audio"])
     assert (info.samplerate, info.channels, info.subtype) == (SR, 1, "PCM_16")

@@ -10,33 +10,25 @@ import pytest
 import soundfile as sf
 
 from e2s_tf import audio
-from e2s_tf import corpus
 from e2s_tf import fileio
 from e2s_tf import manifest as manifest_lib
 from e2s_tf import spectral
+from tests import corpus_testlib
 
 CONFIG = spectral.StftConfig()
 SR = CONFIG.sample_rate
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  """A corpus of 2 speakers x 2 utterances: its manifest path."""
-  out = tmp_path_factory.mktemp("corpus")
-  return corpus.make_corpus(str(out), speakers=2, utterances=2, seed=0,
-                            progress=False)
-
-
-def _plan(speakers=2, utterances=2, seed=0):
-  voices = corpus.make_speakers(speakers, seed)
-  return {u.id: u for i, v in enumerate(voices) for u in
-          (corpus.make_utterance(v, i, j, seed) for j in range(utterances))}
+@pytest.fixture(name="tiny")
+def tiny_fixture(tiny_corpus_manifest):
+  """The shared 2 x 2 corpus (conftest): its manifest path."""
+  return tiny_corpus_manifest
 
 
 def test_manifest_round_trips_through_read_manifest(tiny):
   root = os.path.dirname(tiny)
   items = manifest_lib.read_manifest(tiny)
-  assert [i["id"] for i in items] == sorted(_plan())
+  assert [i["id"] for i in items] == sorted(corpus_testlib.planned_utterances())
   for item in items:
     assert os.path.isabs(item["audio"])
     assert item["audio"] == os.path.join(root, "wav", item["speaker"],
@@ -165,7 +157,7 @@ def test_build_manifest_vad_regions_follow_the_grid(tiny, tmp_path):
   count = manifest_lib.build_manifest(wav_dir, out, vad=True)
   items = manifest_lib.read_manifest(out)
   assert count == len(items)
-  plan = _plan()
+  plan = corpus_testlib.planned_utterances()
   files = {}
   for item in items:
     file_id, region = item["id"].rsplit("_r", 1)
