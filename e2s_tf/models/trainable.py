@@ -196,18 +196,22 @@ class TrainableDecoder(keras.Model):
     for name, value in values.items():
       self.trackers[name].update_state(value)
 
-  def losses_of(self, batch, training: bool):
+  def losses_of(self, batch, training: bool, adversarial: bool = True):
     """All loss terms of a batch, from one decoder pass.
+
+    `adversarial=False` (or no discriminator): the reconstruction terms
+    alone, the discriminator is not run.
 
     Returns:
       `(values, decoded, d_loss, g_loss)`: the dict of reported terms, the
       decoded `[B, T, F]` batch, the discriminator's objective (None without
-      a discriminator) and the decoder's (with the layers' regularisation).
+      the adversarial terms) and the decoder's (with the layers'
+      regularisation).
     """
     embedding, mask, speaker, target = unpack_batch(batch)
     decoded = self.decoder(embedding, mask, speaker, training=training)
     values = self.reconstruction_loss(target, decoded, mask)
-    if self.discriminator is None:
+    if self.discriminator is None or not adversarial:
       return (values, decoded, None,
               values["loss"] + regularization(self.decoder))
     real = layers.clean_padding(target, mask)
@@ -233,12 +237,10 @@ class TrainableDecoder(keras.Model):
             g_loss + regularization(self.decoder))
 
   def _reconstruction_update(self, batch) -> tf.Tensor:
-    embedding, mask, speaker, target = unpack_batch(batch)
     variables = self.decoder.trainable_variables
     with tf.GradientTape() as tape:
-      pred = self.decoder(embedding, mask, speaker, training=True)
-      values = self.reconstruction_loss(target, pred, mask)
-      loss = values["loss"] + regularization(self.decoder)
+      values, _, _, loss = self.losses_of(batch, training=True,
+                                          adversarial=False)
       scaled = self.optimizer.scale_loss(per_replica(loss))
     self.optimizer.apply(tape.gradient(scaled, variables), variables)
     if self.discriminator is not None:
@@ -295,6 +297,5 @@ class TrainableDecoder(keras.Model):
   def probe_loss(self, batch) -> tf.Tensor:
     """The reconstruction loss of the current weights on a batch, in
     inference mode, without touching the trackers."""
-    embedding, mask, speaker, target = unpack_batch(batch)
-    pred = self.decoder(embedding, mask, speaker, training=False)
-    return self.reconstruction_loss(target, pred, mask)["loss"]
+    values, _, _, _ = self.losses_of(batch, training=False, adversarial=False)
+    return values["loss"]
