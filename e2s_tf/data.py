@@ -42,6 +42,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
+from e2s_tf import alignment
 from e2s_tf import batching
 from e2s_tf import records
 from e2s_tf import spectral
@@ -258,8 +259,17 @@ def make_dataset(data_dir: str,
   if shuffle is None:
     shuffle = split == "train"
 
+  mapping = alignment.FrameMapping.from_info(info)
+
   def parse(serialized):
     item = records.parse_example(serialized, with_audio=with_audio)
+    if not mapping.identity:
+      # Records keep the embedding on its own grid; the decoder sees it at
+      # the STFT frames (the same mapping as the export's).
+      mapped, _ = mapping.to_stft_frames(
+          item["embedding"][tf.newaxis], item["embedding_length"][tf.newaxis],
+          item["length"][tf.newaxis])
+      item["embedding"] = mapped[0]
     # tf.debugging.Assert prints its data: the message and the item's id.
     checks = [
         tf.debugging.Assert(

@@ -42,6 +42,7 @@ from absl import logging
 import tensorflow as tf
 import tqdm
 
+from e2s_tf import alignment
 from e2s_tf import audio as audio_lib
 from e2s_tf import embedders
 from e2s_tf import export_lib
@@ -96,6 +97,7 @@ class _Systems:
                griffin_lim_iterations: int):
     self.decoder = decoder
     self.stft = spectral.StftConfig.from_dict(info["stft"])
+    self.mapping = alignment.FrameMapping.from_info(info)
     self.iterations = griffin_lim_iterations
     self.embedder = None
     try:
@@ -131,7 +133,9 @@ class _Systems:
     return self._gl(np.exp(item["log_stft"])[None]).numpy()[0]
 
   def analytic(self, item):
-    magnitude = self.embedder.invert_magnitude(item["embedding"])
+    # The closed form is per frame: at the STFT frames, as the model sees it.
+    magnitude = self.embedder.invert_magnitude(
+        self.mapping.map_one(item["embedding"], item["length"]))
     return self._gl(np.asarray(magnitude, np.float32)[None]).numpy()[0]
 
 
@@ -203,6 +207,10 @@ def _figure(path, item_id, target_log, prediction_log, stft):
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   db = 20.0 / math.log(10.0)
+  # A prediction from embeddings on another grid may have a frame or two
+  # more than the reference kept (alignment.FrameMapping.stft_frames).
+  n = min(target_log.shape[0], prediction_log.shape[0])
+  target_log, prediction_log = target_log[:n], prediction_log[:n]
   t = target_log.T * db
   p = prediction_log.T * db
   vmax = float(t.max())

@@ -2,13 +2,19 @@
 
 Endpoints (also the SavedModel's signatures of the same names):
 
-    spectrogram(embeddings [B,T,D] f32, lengths [B] i32[, speaker [B] i32])
-        -> {"log_stft": [B,T,F] f32}          (log-silence past each length)
+    spectrogram(embeddings [B,T_e,D] f32, lengths [B] i32[, speaker [B] i32])
+        -> {"log_stft": [B,T,F] f32,          (log-silence past each length)
+            "frame_lengths": [B] i32}
     waveform(same inputs)
         -> {"audio": [B,S] f32, "audio_lengths": [B] i32}   (Griffin-Lim in graph)
 
-Normalisation is baked in: the inputs are raw embeddings (as the embedder
-produced them) and the output is the raw log-magnitude ln(max(|X|, 1e-5)).
+The embeddings are on the embedder's own grid (a 20 ms encoder's frames as
+it gave them, `lengths` counting them); the graph maps them onto the STFT
+frames (`alignment.FrameMapping`, recorded as `frame_mapping` in
+e2s_export.json), the same mapping training used, so T and the audio's length
+follow from T_e. Normalisation is baked in: the inputs are raw embeddings (as
+the embedder produced them) and the output is the raw log-magnitude
+ln(max(|X|, 1e-5)).
 `e2s_export.json` beside it holds the StftConfig, the embedder, the model
 config and the sample rate. Loading needs only `tf.saved_model.load`.
 
@@ -41,6 +47,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from e2s_tf import alignment
 from e2s_tf import data as data_lib
 from e2s_tf import fileio
 from e2s_tf import spectral
@@ -66,10 +73,13 @@ class DecoderModule(tf.Module):
   def __init__(self, network: keras.Model, normalizer: data_lib.Normalizer,
                stft: spectral.StftConfig, with_speaker: bool,
                griffin_lim_iterations: int = GRIFFIN_LIM_ITERATIONS,
-               griffin_lim_momentum: float = GRIFFIN_LIM_MOMENTUM):
+               griffin_lim_momentum: float = GRIFFIN_LIM_MOMENTUM,
+               mapping: Optional[alignment.FrameMapping] = None):
     super().__init__(name="e2s_decoder")
     self.network = network
     self._stft = stft
+    self._mapping = mapping or alignment.FrameMapping.from_info(
+        {"stft": stft.to_dict()})
     self._iterations = int(griffin_lim_iterations)
     self._momentum = float(griffin_lim_momentum)
     self.embedding_mean = tf.constant(normalizer.embedding_mean)
@@ -84,13 +94,14 @@ class DecoderModule(tf.Module):
 
     @tf.function(input_signature=specs)
     def spectrogram(embeddings, lengths, speaker=None):
-      return {"log_stft": self._log_stft(embeddings, lengths, speaker)}
+      log_stft, frames = self._log_stft(embeddings, lengths, speaker)
+      return {"log_stft": log_stft, "frame_lengths": frames}
 
     @tf.function(input_signature=specs)
     def waveform(embeddings, lengths, speaker=None):
-      log_stft = self._log_stft(embeddings, lengths, speaker)
+      log_stft, frames = self._log_stft(embeddings, lengths, speaker)
       audio, audio_lengths = spectral.griffin_lim(
-          tf.exp(log_stft), lengths, self._stft,
+          tf.exp(log_stft), frames, self._stft,
           num_iterations=self._iterations, momentum=self._momentum)
       return {"audio": audio, "audio_lengths": audio_lengths}
 
@@ -98,13 +109,16 @@ class DecoderModule(tf.Module):
     self.waveform = waveform
 
   def _log_stft(self, embeddings, lengths, speaker):
+    """(log_stft [B, T, F], STFT frames [B]) of embeddings on their grid."""
+    lengths = tf.minimum(lengths, tf.shape(embeddings)[1])
+    embeddings, lengths = self._mapping.to_stft_frames(embeddings, lengths)
     mask = tf.sequence_mask(lengths, tf.shape(embeddings)[1], dtype=tf.float32)
     x = (embeddings - self.embedding_mean) / self.embedding_std
     x = x * mask[:, :, tf.newaxis]
     pred = tf.cast(self.network(x, mask, speaker, training=False), tf.float32)
     log_stft = pred * self.log_stft_std + self.log_stft_mean
     return tf.where(mask[:, :, tf.newaxis] > 0, log_stft,
-                    tf.constant(spectral.LOG_SILENCE, tf.float32))
+                    tf.constant(spectral.LOG_SILENCE, tf.float32)), lengths
 
 
 def export(workdir: str, export_dir: str,
@@ -147,14 +161,17 @@ def export_network(network, config, info, export_dir: str,
   stft = spectral.StftConfig.from_dict(info["stft"])
   with_speaker = bool(config.data.get("with_speaker", False)) and (
       config.model.get("speaker_conditioning", "none") != "none")
+  mapping = alignment.FrameMapping.from_info(info)
   module = DecoderModule(network, data_lib.Normalizer.from_info(info), stft,
-                         with_speaker, griffin_lim_iterations)
+                         with_speaker, griffin_lim_iterations,
+                         mapping=mapping)
   meta = {
       "format": 1,
       "stft": stft.to_dict(),
       "sample_rate": stft.sample_rate,
       "embedder": info["embedder"],
       "embedding_dim": int(info["embedder"]["dim"]),
+      "frame_mapping": mapping.describe(stft.sample_rate),
       "num_bins": stft.num_bins,
       "model": config.model.to_dict(),
       "speakers": info.get("speakers", []) if with_speaker else [],
@@ -162,9 +179,11 @@ def export_network(network, config, info, export_dir: str,
       "griffin_lim": {"iterations": int(griffin_lim_iterations),
                       "momentum": GRIFFIN_LIM_MOMENTUM},
       "endpoints": {
-          "spectrogram": "(embeddings [B,T,D] f32, lengths [B] i32"
+          "spectrogram": "(embeddings [B,T_e,D] f32 on the embedder's "
+                         "grid, lengths [B] i32 embedding frames"
                          + (", speaker [B] i32" if with_speaker else "")
-                         + ") -> log_stft [B,T,F]",
+                         + ") -> log_stft [B,T,F] at the STFT frames, "
+                         "frame_lengths [B] i32",
           "waveform": "(same) -> audio [B,S] f32, audio_lengths [B] i32"},
   }
   def write(tmp):
@@ -311,6 +330,7 @@ class LoadedDecoder:
     self.stft = spectral.StftConfig.from_dict(self.meta["stft"])
     self.dim = int(self.meta["embedding_dim"])
     self.with_speaker = bool(self.meta.get("with_speaker"))
+    self.mapping = alignment.FrameMapping.from_info(self.meta)
     check_signatures(export_dir, self.meta)
     try:
       self.module = tf.saved_model.load(export_dir)
@@ -330,7 +350,14 @@ class LoadedDecoder:
       args["speaker"] = tf.convert_to_tensor(speaker, tf.int32)
     return args
 
+  def frame_lengths(self, lengths) -> np.ndarray:
+    """STFT frames of the outputs for `lengths` embedding frames."""
+    return np.asarray(self.mapping.stft_frames(np.asarray(lengths, np.int64)),
+                      np.int32)
+
   def spectrogram(self, embeddings, lengths, speaker=None) -> np.ndarray:
+    """`[B, T, F]` log-STFT; item b's first `frame_lengths(lengths)[b]`
+    frames are its own (log-silence after)."""
     return self._endpoints["spectrogram"](
         **self._args(embeddings, lengths, speaker))["log_stft"].numpy()
 

@@ -25,6 +25,9 @@ FEATURES = {
     "speaker": tf.io.FixedLenFeature([], tf.string, default_value=b""),
     "speaker_index": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
     "num_frames": tf.io.FixedLenFeature([], tf.int64),
+    # Embedding frames on the embedder's own grid; absent (-1) in records
+    # written before the frame mapping: then equal to num_frames.
+    "embedding_frames": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
     "embedding_dim": tf.io.FixedLenFeature([], tf.int64),
     "num_bins": tf.io.FixedLenFeature([], tf.int64),
     "num_samples": tf.io.FixedLenFeature([], tf.int64),
@@ -49,21 +52,24 @@ def _raw(a: np.ndarray) -> bytes:
 def serialize_example(item_id: str, embedding: np.ndarray, log_stft: np.ndarray,
                       audio: np.ndarray, speaker: str = "",
                       speaker_index: int = -1) -> bytes:
-  """Serialises one item. `embedding` [T, D], `log_stft` [T, F], `audio` [N]."""
+  """Serialises one item. `embedding` [T_e, D] on the embedder's grid,
+  `log_stft` [T, F], `audio` [N].
+
+  T_e equals T when the embedder's frames are the STFT's (identity
+  mapping); otherwise the two counts are those of `alignment.FrameMapping`.
+  """
   embedding = np.asarray(embedding, np.float32)
   log_stft = np.asarray(log_stft, np.float32)
   audio = np.asarray(audio, np.float32).reshape(-1)
   if embedding.ndim != 2 or log_stft.ndim != 2:
     raise ValueError(f"{item_id}: embedding and log_stft must be 2-D, got "
                      f"{embedding.shape} and {log_stft.shape}")
-  if embedding.shape[0] != log_stft.shape[0]:
-    raise ValueError(f"{item_id}: frame counts differ: embedding "
-                     f"{embedding.shape[0]}, log_stft {log_stft.shape[0]}")
   feature = {
       "id": _bytes(item_id.encode()),
       "speaker": _bytes((speaker or "").encode()),
       "speaker_index": _int(speaker_index),
-      "num_frames": _int(embedding.shape[0]),
+      "num_frames": _int(log_stft.shape[0]),
+      "embedding_frames": _int(embedding.shape[0]),
       "embedding_dim": _int(embedding.shape[1]),
       "num_bins": _int(log_stft.shape[1]),
       "num_samples": _int(audio.shape[0]),
@@ -81,11 +87,14 @@ def parse_example(serialized: tf.Tensor, with_audio: bool = False
 
   Returns:
     dict with `id` (string), `speaker` (string), `speaker_index` (int32),
-    `length` (int32 frames), `embedding` [T, D] f32, `log_stft` [T, F] f32,
-    and `audio` [N] f32 when `with_audio`.
+    `length` (int32 STFT frames T), `embedding_length` (int32 frames T_e of
+    the embedding on its own grid), `embedding` [T_e, D] f32, `log_stft`
+    [T, F] f32, and `audio` [N] f32 when `with_audio`.
   """
   f = tf.io.parse_single_example(serialized, FEATURES)
   t = tf.cast(f["num_frames"], tf.int32)
+  t_e = tf.cast(f["embedding_frames"], tf.int32)
+  t_e = tf.where(t_e < 0, t, t_e)
   d = tf.cast(f["embedding_dim"], tf.int32)
   b = tf.cast(f["num_bins"], tf.int32)
   out = {
@@ -93,9 +102,10 @@ def parse_example(serialized: tf.Tensor, with_audio: bool = False
       "speaker": f["speaker"],
       "speaker_index": tf.cast(f["speaker_index"], tf.int32),
       "length": t,
+      "embedding_length": t_e,
       "embedding": tf.reshape(
           tf.io.decode_raw(f["embedding"], tf.float32, little_endian=True),
-          tf.stack([t, d])),
+          tf.stack([t_e, d])),
       "log_stft": tf.reshape(
           tf.io.decode_raw(f["log_stft"], tf.float32, little_endian=True),
           tf.stack([t, b])),
@@ -189,7 +199,7 @@ def read_examples(paths: Sequence[str], with_audio: bool = False
     out = {k: v.numpy() for k, v in ex.items()}
     for key in ("id", "speaker"):
       out[key] = out[key].decode("utf-8", errors="replace")
-    for key in ("speaker_index", "length"):
+    for key in ("speaker_index", "length", "embedding_length"):
       out[key] = int(out[key])
     yield out
 

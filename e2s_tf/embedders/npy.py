@@ -3,7 +3,10 @@
 The manifest item's `embedding` field names a `[frames, dim]` float array
 (`[dim, frames]` with `transpose=True`, the layout of the original data's
 (64, 120) arrays). The arrays are declared to lie on the StftConfig's grid
-unless `frame_length` / `frame_step` say otherwise; the dimension is the
+unless `frame_length` / `frame_step` / `center` (and `sample_rate`, the rate
+those are counted at) say otherwise, e.g. a 20 ms wav2vec 2.0 layer is
+`{"frame_length": 400, "frame_step": 320}`; preprocessing maps any grid onto
+the STFT frames (e2s_tf.alignment). The dimension is the
 `dim` option, or the first file's and then enforced on every other file.
 
 `read_embedding` is the one reader of such files, shared with
@@ -92,14 +95,22 @@ class NpyEmbedder(base.DeclaredEmbedder):
   def __init__(self, stft_config: spectral.StftConfig = spectral.DEFAULT,
                dim: Optional[int] = None, transpose: bool = False,
                frame_length: Optional[int] = None,
-               frame_step: Optional[int] = None):
+               frame_step: Optional[int] = None,
+               center: bool = False, sample_rate: Optional[int] = None):
     """Builds the embedder.
 
     Args:
       stft_config: the project's grid; the default grid of the arrays.
       dim: embedding dimension; None = the first file's, then enforced.
       transpose: the files hold `[dim, frames]`.
-      frame_length, frame_step: the arrays' grid when it is not the STFT's.
+      frame_length, frame_step: the arrays' grid (window and hop in samples)
+        when it is not the STFT's.
+      center: the encoder centred its frames (frame t centred on sample
+        t * frame_step, the signal padded by frame_length // 2 on both
+        sides), as most PyTorch front ends do (`center=True` of torch.stft).
+      sample_rate: the rate `frame_length` and `frame_step` are counted at
+        (default: the StftConfig's); preprocessing refuses a grid whose hop
+        or window is not a whole number of samples at the STFT's rate.
     """
     super().__init__(stft_config)
     if dim is not None:
@@ -108,15 +119,30 @@ class NpyEmbedder(base.DeclaredEmbedder):
         raise base.OptionError(f"dim must be positive, got {dim}")
     self._dim = dim
     self.transpose = bool(transpose)
+    for name, value in (("frame_length", frame_length),
+                        ("frame_step", frame_step),
+                        ("sample_rate", sample_rate)):
+      if value is not None and value <= 0:
+        raise base.OptionError(f"{name} must be positive, got {value}")
+    rate = int(sample_rate or stft_config.sample_rate)
+    if (frame_length is None or frame_step is None) and (
+        rate != stft_config.sample_rate):
+      raise base.OptionError(
+          f"sample_rate={rate} differs from the STFT's "
+          f"{stft_config.sample_rate} Hz: give frame_length and frame_step at "
+          "that rate too")
     self._grid = base.Grid(
-        sample_rate=stft_config.sample_rate,
+        sample_rate=rate,
         frame_length=int(frame_length or stft_config.frame_length),
-        frame_step=int(frame_step or stft_config.frame_step))
+        frame_step=int(frame_step or stft_config.frame_step),
+        center=bool(center))
 
   def options(self) -> dict[str, Any]:
     return {"dim": self._dim, "transpose": self.transpose,
             "frame_length": self._grid.frame_length,
-            "frame_step": self._grid.frame_step}
+            "frame_step": self._grid.frame_step,
+            "center": self._grid.center,
+            "sample_rate": self._grid.sample_rate}
 
   def _source(self, item: Mapping[str, Any]) -> Optional[str]:
     return item.get(EMBEDDING_FIELD) or item.get("audio")

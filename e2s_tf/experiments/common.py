@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from e2s_tf.configs import base as base_config
 from e2s_tf.configs import testing as testing_config
+from e2s_tf import alignment
 from e2s_tf import corpus
 from e2s_tf import evaluate_lib
 from e2s_tf import export_lib
@@ -224,6 +225,11 @@ def derive_dataset(data_dir: str, out_dir: str, stft: spectral.StftConfig,
   None to drop it. The statistics are recomputed on the new train split.
   """
   info = records.read_dataset_info(data_dir)
+  if not alignment.FrameMapping.from_info(info).identity:
+    raise ValueError(
+        f"{data_dir}: its embedder's frames are mapped onto the STFT frames "
+        "(frame_mapping in dataset_info.json); this experiment shifts frames "
+        "one to one and needs a dataset whose embedder runs on the STFT grid")
   shutil.rmtree(out_dir, ignore_errors=True)
   os.makedirs(out_dir)
   new = json.loads(json.dumps(info))

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
+from e2s_tf import alignment
 from e2s_tf import audio as audio_lib
 from e2s_tf import embedders
 from e2s_tf import records
@@ -112,7 +113,8 @@ def _load_audio(item: Mapping[str, Any],
 
 
 def _embed(item: Mapping[str, Any], audio: np.ndarray,
-           embedder: embedders.Embedder) -> np.ndarray:
+           embedder: embedders.Embedder,
+           mapping: alignment.FrameMapping) -> np.ndarray:
   """The item's `[frames, dim]` finite embedding (a piece's own frames)."""
   try:
     embedding = np.asarray(embedder.embed(audio, dict(item)), np.float32)
@@ -128,47 +130,69 @@ def _embed(item: Mapping[str, Any], audio: np.ndarray,
     # start at its first sample's frame (cuts lie on the frame grid).
     first = piece["first_frame"]
     last = (None if piece["index"] == piece["count"] - 1 else
-            first + int(embedder.grid.num_frames(audio.shape[0])))
+            first + int(mapping.embedding_frames(audio.shape[0])))
     embedding = embedding[first:last]
   if not np.all(np.isfinite(embedding)):
     raise Rejected(Reason.NON_FINITE, "embedding has NaN/Inf values")
   return embedding
 
 
+def _grid_words(mapping: alignment.FrameMapping) -> str:
+  return (f"hop {mapping.frame_step}, window {mapping.frame_length}"
+          f"{', centred' if mapping.center else ''}")
+
+
 def process_item(item: Mapping[str, Any], embedder: embedders.Embedder,
                  config: spectral.StftConfig, frame_tolerance: int = 0,
-                 speaker_index: int = -1) -> ItemResult:
+                 speaker_index: int = -1,
+                 mapping: Optional[alignment.FrameMapping] = None
+                 ) -> ItemResult:
   """Turns one manifest item into a serialised example, or a rejection.
+
+  The embedding is stored on its own grid; its frame count must be the one
+  the grid gives for the audio (`FrameMapping.embedding_frames`), and the
+  example keeps the STFT frames it covers (`FrameMapping.stft_frames`).
 
   Args:
     item: manifest entry with absolute `audio` (and `embedding`) paths,
       optional `start`/`end` seconds and `speaker`.
-    embedder: the embedder (declares its grid; must match `config`'s frames).
+    embedder: the embedder (declares its grid).
     config: the STFT grid.
-    frame_tolerance: at most this many trailing frames may be trimmed from the
-      longer stream when the embedding and STFT frame counts differ.
+    frame_tolerance: at most this many surplus or missing embedding frames
+      (against what the grid gives for the audio) are trimmed and counted.
     speaker_index: the item's index in the speaker vocabulary, -1 if none.
+    mapping: the embedder grid's mapping onto `config` (default: computed).
   """
   item_id = str(item["id"])
   piece = item.get("_piece")
+  if mapping is None:
+    mapping = alignment.FrameMapping.between(embedder.grid, config)
   try:
     item, audio = _load_audio(item, config)
-    embedding = _embed(item, audio, embedder)
+    embedding = _embed(item, audio, embedder, mapping)
     log_stft = spectral.log_stft(audio, config).numpy()
     t_emb, t_stft = embedding.shape[0], log_stft.shape[0]
-    trimmed = abs(t_emb - t_stft)
+    expected = int(mapping.embedding_frames(audio.shape[0]))
+    trimmed = abs(t_emb - expected)
     if trimmed > frame_tolerance:
-      raise Rejected(Reason.LENGTH_MISMATCH,
-                     f"embedding has {t_emb} frames, STFT has {t_stft} "
-                     f"(--frame_tolerance={frame_tolerance})")
-    frames = min(t_emb, t_stft)
+      raise Rejected(
+          Reason.LENGTH_MISMATCH,
+          f"embedding has {t_emb} frames, but its grid "
+          f"({_grid_words(mapping)}) gives {expected} for the "
+          f"{audio.shape[0]} samples of the audio ({t_stft} STFT frames; "
+          f"--frame_tolerance={frame_tolerance})")
+    embedding = embedding[:expected]
+    frames = min(t_stft, int(mapping.stft_frames(embedding.shape[0])))
     if frames == 0:
       raise Rejected(Reason.TOO_SHORT, "no frames left after trimming")
   except Rejected as e:
     return rejection(item, e.reason, e.detail)
-  embedding, log_stft = embedding[:frames], log_stft[:frames]
+  log_stft = log_stft[:frames]
   audio = audio[:config.num_samples(frames)]
-  e64, s64 = embedding.astype(np.float64), log_stft.astype(np.float64)
+  # The statistics are those of what the decoder sees: the embedding at the
+  # STFT frames (one count of frames for both streams).
+  e64 = mapping.map_one(embedding, frames).astype(np.float64)
+  s64 = log_stft.astype(np.float64)
   return ItemResult(
       item_id=item_id, split=item.get("_split", ""),
       example=records.serialize_example(
@@ -206,12 +230,14 @@ class ItemProcessor:
     self.embedder = embedders.get_embedder(embedder_spec, self.config,
                                            **dict(embedder_options))
     self.frame_tolerance = frame_tolerance
+    self.mapping = alignment.FrameMapping.between(self.embedder.grid,
+                                                  self.config)
 
   def __call__(self, task: tuple[Mapping[str, Any], int]) -> ItemResult:
     item, speaker_index = task
     try:
       return process_item(item, self.embedder, self.config,
-                          self.frame_tolerance, speaker_index)
+                          self.frame_tolerance, speaker_index, self.mapping)
     except Exception as e:  # pylint: disable=broad-except
       # One broken item never takes the run down; it is reported by name.
       return rejection(item, Reason.EMBEDDING_ERROR,

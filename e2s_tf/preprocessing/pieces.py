@@ -86,6 +86,10 @@ def _cut(item: Mapping[str, Any], j: int,
   """
   p = item["_piece"]
   hop = config.frame_step
+  # Pieces of precomputed embeddings are cut on both frame grids (`step`,
+  # a multiple of both hops), so that a piece's first sample is the start of
+  # one of the item's embedding frames.
+  step = int(p.get("step", hop))
   nominal = j * p["length"] // p["count"]
   first = max(1, -(-(nominal - p["window"]) // hop))
   last = max(first, nominal // hop)
@@ -93,7 +97,10 @@ def _cut(item: Mapping[str, Any], j: int,
   rate = config.sample_rate
   stretch = audio_lib.load_audio(item["audio"], rate, (p["offset"] + lo) / rate,
                                  (p["offset"] + hi) / rate)
-  return (first + audio_lib.quiet_cut_frame(stretch, config)) * hop
+  cut = (first + audio_lib.quiet_cut_frame(stretch, config)) * hop
+  if step != hop:
+    cut = max(step, int(round(cut / step)) * step)
+  return cut
 
 
 def resolve_piece(item: Mapping[str, Any],
@@ -103,7 +110,8 @@ def resolve_piece(item: Mapping[str, Any],
   `item["_piece"]` (set by `plan.prepare`) holds the source id, the piece's
   index and count, and the item's offset and length in samples; the cuts are
   found here, in the worker, by reading only their windows. Adds
-  `_piece["first_frame"]`, the item frame at which the piece starts.
+  `_piece["first_frame"]`, the item's embedding frame at which the piece
+  starts (on the embedder's grid, hop `_piece["embedding_step"]`).
 
   Raises:
     audio.AudioError: the audio cannot be read.
@@ -112,6 +120,6 @@ def resolve_piece(item: Mapping[str, Any],
   k, count, rate = p["index"], p["count"], config.sample_rate
   first = _cut(item, k, config) if k > 0 else 0
   last = _cut(item, k + 1, config) if k + 1 < count else p["length"]
-  p["first_frame"] = first // config.frame_step
+  p["first_frame"] = first // int(p.get("embedding_step", config.frame_step))
   return dict(item, start=(p["offset"] + first) / rate,
               end=(p["offset"] + last) / rate, _piece=p)

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
+from e2s_tf import alignment
 from e2s_tf import audio as audio_lib
 from e2s_tf import manifest as manifest_lib
 from e2s_tf import embedders
@@ -49,8 +50,10 @@ class Settings:
     config: the STFT grid.
     split_by, valid_fraction, test_fraction, seed: the split
       (`splits.assign_splits`).
-    frame_tolerance: trailing frames that may be trimmed when the embedding
-      and STFT frame counts differ.
+    frame_tolerance: trailing frames that may be trimmed when an item has
+      more or fewer embedding frames than its embedder's grid gives for its
+      audio (real off-by-a-frame data; the mapping of other grids onto the
+      STFT frames is not a trim).
     items_per_shard: examples per TFRecord shard.
     max_item_seconds: items longer than this become pieces (0: never).
     num_workers: worker processes (None: the cores, at most 8).
@@ -146,7 +149,7 @@ class Plan:
   frame_tolerance: int = 0
   items_per_shard: int = 64
   max_item_seconds: float = pieces.DEFAULT_MAX_ITEM_SECONDS
-  centre_offset_ms: float = 0.0
+  frame_mapping: Optional[alignment.FrameMapping] = None
   items: list[dict[str, Any]] = dataclasses.field(default_factory=list)
   splits: dict[str, str] = dataclasses.field(default_factory=dict)
   speakers: list[str] = dataclasses.field(default_factory=list)
@@ -220,7 +223,8 @@ def plan_preprocess(manifest: str, out_dir: str, settings: Settings) -> Plan:
 
   Raises:
     PreprocessError: bad settings or embedder options, no items, an embedder
-      whose hop differs from the STFT's.
+      whose hop or window is not a whole number of samples at the STFT's
+      rate.
     ValueError, FileNotFoundError: a malformed or missing manifest, a split
       the items cannot fill (e.g. no speaker left for train).
   """
@@ -239,23 +243,13 @@ def plan_preprocess(manifest: str, out_dir: str, settings: Settings) -> Plan:
   # The embedder is built here: a bad spec or option fails before any work,
   # and its description goes into dataset_info.
   embedder = build_embedder(settings.embedder_spec, config, embedder_options)
-  grid = embedder.grid
-  if (grid.frame_step, grid.sample_rate) != (config.frame_step,
-                                             config.sample_rate):
-    raise PreprocessError(
-        f"embedder {embedder.name!r} has hop {grid.frame_step} at "
-        f"{grid.sample_rate} Hz but the STFT grid has hop {config.frame_step} "
-        f"at {config.sample_rate} Hz: frames cannot be paired one to one")
-  # Same hop, but the windows may differ (e.g. 30 ms embeddings against the
-  # original 32 ms STFT window): frame centres are then this far apart, and
-  # the frame counts can differ by a frame (see --frame_tolerance).
-  plan.centre_offset_ms = 1000.0 * (
-      (config.frame_length - grid.frame_length) / 2.0 +
-      (grid.frame_length // 2 if grid.center else 0)) / config.sample_rate
-  if plan.centre_offset_ms and settings.progress:
-    print(f"note: embedder frames ({grid.to_dict()}) and STFT frames "
-          f"(window {config.frame_length}) have centres "
-          f"{plan.centre_offset_ms:+.2f} ms apart")
+  try:
+    plan.frame_mapping = alignment.FrameMapping.between(embedder.grid, config)
+  except alignment.GridError as e:
+    raise PreprocessError(f"embedder {embedder.name!r} ({embedder.spec}): {e}"
+                          ) from None
+  if not plan.frame_mapping.identity and settings.progress:
+    print(f"note: {plan.frame_mapping.summary()}")
   plan.embedder, plan.embedder_options, plan.items = (embedder,
                                                       embedder_options, items)
   plan.splits = splits.assign_splits(items, settings.split_by,
@@ -340,6 +334,11 @@ def prepare(plan: Plan, progress: bool = True) -> None:
                                            **plan.embedder_options)
   index = {s: i for i, s in enumerate(plan.speakers)}
   ids = {it["id"] for it in plan.items}
+  hop = plan.frame_mapping.frame_step
+  steps = {"embedding_step": hop}
+  if not plan.embedder.needs_audio:
+    # Precomputed frames belong to the whole item: cuts lie on both grids.
+    steps["step"] = alignment.lcm(hop, config.frame_step)
   tasks, plan.split_items = [], 0
   items = plan.items
   if plan.max_item_seconds > 0 and progress and len(items) > 1000:
@@ -373,7 +372,8 @@ def prepare(plan: Plan, progress: bool = True) -> None:
         else 0
     for k, name in enumerate(names):
       tasks.append((dict(task, id=name, _piece=dict(
-          cut, index=k, offset=offset, source=it["id"])), speaker))
+          cut, index=k, offset=offset, source=it["id"], **steps)),
+                    speaker))
   plan._tasks = tasks  # pylint: disable=protected-access
   planned = collections.Counter(t["_split"] for t, _ in tasks)
   plan.num_shards = {s: max(1, math.ceil(planned[s] / plan.items_per_shard))
