@@ -9,6 +9,14 @@ PYTEST_WORKERS ?= 2
 .PHONY: test demo demo-clean build-file clean
 
 # `make demo` variables: point the chain at your own audio and embedder.
+# EMBEDDER: logmel (default) | mfcc | savedmodel:PATH | speaker | speaker20ms;
+# `speaker` and `speaker20ms` first train the learned speaker encoder on the
+# corpus (e2s_tf.train_embedder) and export it into $(DEMO_DIR)/speaker_encoder
+# at its 10 ms hop, or every 20 ms (320 samples at 16 kHz: the means of pairs of
+# its frames); re-runs reuse a complete export. The later stages do not see
+# a change of EMBEDDER in a DEMO_DIR that already holds a trained decoder:
+# `make demo-clean` first, or pick another DEMO_DIR, e.g.
+#   make demo EMBEDDER=speaker20ms DEMO_DIR=demo_speaker20ms
 DEMO_DIR ?= demo
 AUDIO_DIR ?=
 LAYOUT ?= speaker_dirs

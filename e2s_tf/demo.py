@@ -3,18 +3,27 @@ r"""The main job end to end: corpus -> preprocess -> train -> export -> synthesi
     python -m e2s_tf.demo [--demo_dir=demo] [--audio_dir=DIR --layout=speaker_dirs --vad]
                           [--embedder=logmel] [--train_minutes=10]
 
+`--embedder=speaker` or `speaker20ms` first trains the speaker encoder on the
+corpus (e2s_tf.train_embedder, its default schedule, into
+<demo_dir>/speaker_encoder) and exports it at its own 10 ms hop or every
+20 ms (each frame the mean of two of its frames); the chain then runs on
+`--embedder=savedmodel:<that export>`. Both share the encoder's workdir, so
+the second of them only exports.
+
 Every stage runs the project's own command line (printed before it runs) and
 records what it produced in <demo_dir>/.stamps/<stage>: a re-run skips the
 stages whose command and inputs are unchanged, so an interrupted demo goes on
 where it stopped. `make demo` runs this; `make demo-clean` removes demo_dir.
 """
 
+import dataclasses
 import json
 import os
 import shlex
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from absl import app
 from absl import flags
@@ -29,8 +38,10 @@ _LAYOUT = flags.DEFINE_string("layout", "speaker_dirs",
 _VAD = flags.DEFINE_bool("vad", False,
                          "One item per voice-active region of --audio_dir.")
 _EMBEDDER = flags.DEFINE_string(
-    "embedder", "logmel", "logmel | mfcc | npy | savedmodel:PATH | speaker "
-    "(a speaker encoder trained here first, e2s_tf.train_embedder)")
+    "embedder", "logmel", "logmel | mfcc | npy | savedmodel:PATH | speaker | "
+    "speaker20ms (a speaker encoder trained here first, e2s_tf.train_embedder, "
+    "exported at its 10 ms hop, or every 20 ms for speaker20ms: the means of "
+    "pairs of its frames)")
 _SPLIT_BY = flags.DEFINE_string("split_by", "",
                                 "speaker | utterance (default: speaker, or "
                                 "utterance when the audio has no speakers).")
@@ -46,6 +57,84 @@ _UTTERANCES = flags.DEFINE_integer("utterances", 40,
                                    "Utterances per speaker of the corpus.")
 _NUM_WAV = flags.DEFINE_integer("num_wav", 8,
                                 "Held-out utterances to synthesise as WAV.")
+
+
+# Embedders the demo trains before preprocessing (a speaker encoder on the
+# corpus's training utterances): name -> hop of the exported frames in
+# milliseconds (None: the encoder's own hop, the STFT's).
+TRAINED_EMBEDDERS = {"speaker": None, "speaker20ms": 20}
+# The encoder's workdir in demo_dir, shared by the trained embedders.
+ENCODER_WORKDIR = "speaker_encoder"
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderStage:
+  """The stage that trains a demo embedder and exports it.
+
+  Attributes:
+    stage: the stage's name (its stamp in <demo_dir>/.stamps).
+    command: the e2s_tf.train_embedder command line.
+    export_dir: the export it writes (complete once `speaker_encoder.json`
+      is there).
+    embedder: the `--embedder` of the later stages: savedmodel:<export_dir>.
+  """
+
+  stage: str
+  command: list[str]
+  export_dir: str
+  embedder: str
+
+
+def encoder_stage(embedder: str, demo_dir: str, manifest: str,
+                  python: str = sys.executable,
+                  sample_rate: Optional[int] = None
+                  ) -> Optional[EncoderStage]:
+  """The training stage of a `TRAINED_EMBEDDERS` embedder; None for others.
+
+  Args:
+    embedder: the demo's --embedder.
+    demo_dir: the demo folder (absolute).
+    manifest: the encoder's training manifest.
+    python: the interpreter of the command.
+    sample_rate: of the audio, to turn milliseconds into samples (default:
+      the StftConfig's, that of the demo).
+
+  Returns:
+    The stage, or None: `embedder` is used as it is (logmel, savedmodel:PATH,
+    ...).
+  """
+  if embedder not in TRAINED_EMBEDDERS:
+    return None
+  workdir = os.path.join(demo_dir, ENCODER_WORKDIR)
+  hop_ms = TRAINED_EMBEDDERS[embedder]
+  # The encoder's own hop keeps the names (and stamps) of earlier demos.
+  suffix = "" if hop_ms is None else f"_{hop_ms}ms"
+  export_dir = os.path.join(workdir, "export" + suffix)
+  command = [python, "-m", "e2s_tf.train_embedder", f"--manifest={manifest}",
+             f"--workdir={workdir}", f"--export_dir={export_dir}"]
+  if hop_ms is not None:
+    if sample_rate is None:
+      from e2s_tf import spectral  # pylint: disable=g-import-not-at-top
+      sample_rate = spectral.StftConfig().sample_rate
+    frame_step, remainder = divmod(hop_ms * sample_rate, 1000)
+    if remainder:
+      raise ValueError(f"--embedder={embedder}: {hop_ms} ms is no whole "
+                       f"number of samples at {sample_rate} Hz")
+    command.append(f"--export_frame_step={frame_step}")
+  return EncoderStage(ENCODER_WORKDIR + suffix, command, export_dir,
+                      "savedmodel:" + export_dir)
+
+
+def default_split_by(split_by: str, embedder: str, audio_dir: str,
+                     layout: str) -> str:
+  """The preprocess --split_by: `split_by`, else by utterance for a speaker
+  encoder trained here (it is evaluated by identifying the same speakers) or
+  for audio without speakers, else by speaker."""
+  if split_by:
+    return split_by
+  if embedder in TRAINED_EMBEDDERS or (audio_dir and layout == "flat"):
+    return "utterance"
+  return "speaker"
 
 
 def _stamp_path(demo_dir, stage):
@@ -124,8 +213,9 @@ def main(argv):
   d = os.path.abspath(_DEMO_DIR.value)
   os.makedirs(d, exist_ok=True)
   started = time.time()
-  speaker = _EMBEDDER.value == "speaker"
-  total = 7 if speaker else 6
+  encoder_manifest = os.path.join(d, "speaker_encoder_manifest.jsonl")
+  encoder = encoder_stage(_EMBEDDER.value, d, encoder_manifest, py)
+  total = 7 if encoder else 6
   if _AUDIO_DIR.value:
     manifest = os.path.join(d, "manifest.jsonl")
     cmd = [py, "-m", "e2s_tf.make_manifest", f"--audio_dir={_AUDIO_DIR.value}",
@@ -139,23 +229,15 @@ def main(argv):
     _stage(1, total, "corpus", cmd, [manifest], d)
 
   data_dir = os.path.join(d, "tfrecords")
-  # A speaker encoder is evaluated by identifying the same speakers, so its
-  # demo splits by utterance.
-  split_by = _SPLIT_BY.value or (
-      "utterance" if speaker or (_AUDIO_DIR.value and _LAYOUT.value == "flat")
-      else "speaker")
+  split_by = default_split_by(_SPLIT_BY.value, _EMBEDDER.value,
+                              _AUDIO_DIR.value, _LAYOUT.value)
   embedder = _EMBEDDER.value
   stage = 2
-  if speaker:
-    encoder_dir = os.path.join(d, "speaker_encoder")
-    encoder_manifest = os.path.join(d, "speaker_encoder_manifest.jsonl")
+  if encoder:
     _encoder_manifest(manifest, encoder_manifest, split_by)
-    export = os.path.join(encoder_dir, "export")
-    cmd = [py, "-m", "e2s_tf.train_embedder", f"--manifest={encoder_manifest}",
-           f"--workdir={encoder_dir}", f"--export_dir={export}"]
-    _stage(stage, total, "speaker_encoder", cmd,
-           [os.path.join(export, "speaker_encoder.json")], d)
-    embedder = "savedmodel:" + export
+    _stage(stage, total, encoder.stage, encoder.command,
+           [os.path.join(encoder.export_dir, "speaker_encoder.json")], d)
+    embedder = encoder.embedder
     stage += 1
   cmd = [py, "-m", "e2s_tf.preprocess", f"--manifest={manifest}",
          f"--out_dir={data_dir}", f"--embedder={embedder}",

@@ -2,13 +2,15 @@ r"""Trains the frame-level speaker encoder and exports it as an embedder.
 
     python -m e2s_tf.train_embedder --manifest=demo/corpus/manifest.jsonl \
         --workdir=runs/speaker_encoder [--export_dir=WORKDIR/export] \
-        [--config=speaker_encoder[:testing]] \
+        [--export_frame_step=320] [--config=speaker_encoder[:testing]] \
         [--config.train.num_steps=800]
 
 Re-running the same command resumes from the last checkpoint. The export is
 usable as `--embedder=savedmodel:EXPORT_DIR` (frames `[T, 64]` on the
-project's grid) and by `e2s_tf.speaker.export.load_encoder` (utterance
-embeddings, identification: e2s_tf.speaker.identification).
+project's grid, or every `--export_frame_step` samples: the means of groups
+of the encoder's frames, see e2s_tf/speaker/export.py) and by
+`e2s_tf.speaker.export.load_encoder` (utterance embeddings, identification:
+e2s_tf.speaker.identification).
 """
 
 import os
@@ -38,6 +40,12 @@ _WORKDIR = flags.DEFINE_string(
 _EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None,
     "Where to write the SavedModel (default WORKDIR/export).")
+_EXPORT_FRAME_STEP = flags.DEFINE_integer(
+    "export_frame_step", None,
+    "Hop of the exported frames in samples: an integer multiple r of the "
+    "encoder's hop (config.stft.frame_step, 160 = 10 ms at 16 kHz), each "
+    "exported frame the mean of r consecutive encoder frames; e.g. 320 for "
+    "a 20 ms embedder. Default: the encoder's hop.")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False,
     "Replace --export_dir even when it holds something else than an encoder "
@@ -48,9 +56,13 @@ def main(argv):
   del argv
   export_dir = _EXPORT_DIR.value or os.path.join(_WORKDIR.value, "export")
   try:
+    # A hop the export would refuse is refused before training.
+    speaker_export.pooling_factor(int(_CONFIG.value.stft.frame_step),
+                                  _EXPORT_FRAME_STEP.value)
     speaker_training.train(_CONFIG.value, _MANIFEST.value, _WORKDIR.value)
     meta = speaker_export.export(_WORKDIR.value, export_dir,
-                                 overwrite=_OVERWRITE.value)
+                                 overwrite=_OVERWRITE.value,
+                                 frame_step=_EXPORT_FRAME_STEP.value)
   except (TrainingError, ValueError, FileNotFoundError,
           fileio.FolderInUse) as e:
     raise SystemExit(f"train_embedder: error: {e}") from None
@@ -63,7 +75,8 @@ def main(argv):
   accuracy = ", ".join(f"{k}={v:.4f}" for k, v in evaluation.items()
                        if k != "step")
   print(f"exported the speaker encoder (step {meta['step']}, "
-        f"{len(meta['speakers'])} speakers, frames [T, {meta['frame_dim']}]"
+        f"{len(meta['speakers'])} speakers, frames [T, {meta['frame_dim']}] "
+        f"every {meta['export_frame_step']} samples"
         f"{'; ' + accuracy if accuracy else ''}) to {export_dir}: use "
         f"--embedder=savedmodel:{export_dir}")
 

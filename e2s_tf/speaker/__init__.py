@@ -9,7 +9,8 @@
     workdir.py         the workdir's files and checkpoints, the resume
                        check, the trained encoder read back
     training.py        `train` (built on e2s_tf/training) and `evaluate`
-    export.py          the SavedModel export and `load_encoder`
+    export.py          the SavedModel export (at the encoder's hop or a
+                       multiple of it) and `load_encoder`
 
 e2s_tf.train_embedder is its program.
 """
