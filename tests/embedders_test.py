@@ -97,8 +97,9 @@ def test_grid_dict_round_trip_and_validation():
 # ------------------------------------------------------------- registry
 
 
-def test_registry_lists_the_four_embedders():
-  assert embedders.available() == ["logmel", "mfcc", "npy", "savedmodel"]
+def test_registry_lists_the_five_embedders():
+  assert embedders.available() == ["logmel", "mfcc", "npy", "onnx",
+                                   "savedmodel"]
 
 
 def test_unknown_embedder_names_the_known_ones():

@@ -1,6 +1,7 @@
 """Embedders: waveform -> frame-level embeddings `[frames, dim]` on a grid.
 
-    embedder = get_embedder("logmel", stft_config)  # mfcc, npy, savedmodel:PATH
+    embedder = get_embedder("logmel", stft_config)  # mfcc, npy, onnx:PATH,
+                                                    # savedmodel:PATH
     features = embedder.embed(audio, item)          # [frames, embedder.dim]
 
 Importing this package registers every embedder module below.
@@ -9,6 +10,7 @@ Importing this package registers every embedder module below.
 from e2s_tf.embedders import logmel
 from e2s_tf.embedders import mfcc
 from e2s_tf.embedders import npy
+from e2s_tf.embedders import onnx
 from e2s_tf.embedders import savedmodel
 from e2s_tf.embedders.base import Embedder
 from e2s_tf.embedders.base import EmbedderError
@@ -24,5 +26,5 @@ __all__ = [
     "Embedder", "EmbedderError", "Grid", "available", "embedder_class",
     "from_description",
     "get_embedder", "register", "write_embedder_json", "logmel", "mfcc", "npy",
-    "savedmodel",
+    "onnx", "savedmodel",
 ]

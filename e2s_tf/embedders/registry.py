@@ -139,8 +139,9 @@ def get_embedder(spec: str, stft_config: spectral.StftConfig = spectral.DEFAULT,
   """Builds an embedder from its spec.
 
   Args:
-    spec: `logmel`, `mfcc`, `npy` or `savedmodel:PATH` (any registered name,
-      with ':' and an argument where the embedder takes one).
+    spec: `logmel`, `mfcc`, `npy`, `savedmodel:PATH` or `onnx:PATH` (any
+      registered name, with ':' and an argument where the embedder takes
+      one).
     stft_config: the project's frame grid (sample rate of the audio, default
       grid of the embeddings).
     **options: constructor options of the embedder (e.g. `num_mel_bins=64`).
