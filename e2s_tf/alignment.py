@@ -190,7 +190,8 @@ class FrameMapping:
 
     Returns:
       (`[B, T, D]` embeddings at the STFT frames, zero beyond each item's
-      frames; `[B]` int32 STFT frames), T the largest count.
+      frames; `[B]` int32 STFT frames), T the largest count (the identity
+      keeps the batch's width T_e).
     """
     embeddings = tf.convert_to_tensor(embeddings)
     lengths = tf.cast(lengths, tf.int32)
@@ -198,11 +199,10 @@ class FrameMapping:
       num_frames = self._stft_frames_tf(lengths)
     num_frames = tf.cast(num_frames, tf.int32)
     if self.identity:
-      frames = tf.reduce_max(tf.concat([num_frames, [0]], 0))
-      frames = tf.minimum(frames, tf.shape(embeddings)[1])
-      out = embeddings[:, :frames]
-      mask = tf.sequence_mask(num_frames, frames, dtype=out.dtype)
-      return out * mask[:, :, tf.newaxis], num_frames
+      # Frame t is STFT frame t: the batch keeps its width.
+      mask = tf.sequence_mask(num_frames, tf.shape(embeddings)[1],
+                              dtype=embeddings.dtype)
+      return embeddings * mask[:, :, tf.newaxis], num_frames
     frames = tf.reduce_max(tf.concat([num_frames, [0]], 0))
     # One zero frame after the last makes every gather index valid, also for
     # items of no frames.

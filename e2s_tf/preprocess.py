@@ -45,13 +45,16 @@ _MANIFEST = flags.DEFINE_string("manifest", None, "manifest.jsonl to read.",
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory.",
                                required=True)
 _EMBEDDER = flags.DEFINE_string(
-    "embedder", "logmel", "logmel | mfcc | npy | savedmodel:PATH (a SavedModel "
-    "is code: it runs with your file access; use only trusted ones)")
+    "embedder", "logmel", "logmel | mfcc | npy | savedmodel:PATH | onnx:PATH "
+    "(a SavedModel or ONNX model is code: it runs with your file access; use "
+    "only trusted ones)")
 _EMBEDDER_OPTIONS = flags.DEFINE_string(
     "embedder_options", "{}",
     'JSON options of the embedder, e.g. \'{"transpose": true}\' for npy '
     "arrays stored [D, T], '{\"num_mel_bins\": 80}' for logmel, or "
-    "'{\"frame_length\": 400, \"frame_step\": 160}' to declare a SavedModel's grid.")
+    "'{\"frame_length\": 400, \"frame_step\": 320, \"center\": false}' to "
+    "declare the grid of npy arrays, a SavedModel or an ONNX model (any hop, "
+    "window and centring: mapped onto the STFT frames by frame centres).")
 _NPY_TRANSPOSED = flags.DEFINE_bool(
     "npy_transposed", False,
     "npy embedder: arrays are stored [D, T] (the original data's (64, 120)).")
@@ -63,9 +66,12 @@ _VALID = flags.DEFINE_float("valid_fraction", 0.1, "Share of speakers/items "
 _TEST = flags.DEFINE_float("test_fraction", 0.1, "Share for the test split.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the split.")
 _FRAME_TOLERANCE = flags.DEFINE_integer(
-    "frame_tolerance", 0, "Trim at most this many trailing frames when the "
-    "embedding and STFT frame counts differ (counted in dataset_info.json); "
-    "a larger mismatch rejects the item.")
+    "frame_tolerance", 0, "Trim at most this many trailing frames when an "
+    "item's embedding has more or fewer frames than its embedder's grid "
+    "gives for the audio (real off-by-a-frame data; counted in "
+    "dataset_info.json); a larger mismatch rejects the item. Not how grids "
+    "are aligned: any hop, window and centring is mapped onto the STFT "
+    "frames by frame centres (frame_mapping in dataset_info.json).")
 _ITEMS_PER_SHARD = flags.DEFINE_integer("items_per_shard", 64,
                                         "Examples per TFRecord shard.")
 _NUM_WORKERS = flags.DEFINE_integer(

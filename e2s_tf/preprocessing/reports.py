@@ -20,7 +20,7 @@ from e2s_tf.preprocessing.stats import Summary
 # The fields of a rejected.jsonl line, in their order.
 REJECTED_FIELDS = ("id", "split", "reason", "detail")
 # The schema version of dataset_info.json.
-VERSION = 1
+VERSION = 2
 
 
 def failure_report(plan: Plan) -> str:
