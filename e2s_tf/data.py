@@ -16,6 +16,15 @@ statistics of `dataset_info.json`. Every batch is a dict:
   audio         [batch, samples]       f32, 0 where padded (with_audio=True)
   audio_length  [batch]                i32                 (with_audio=True)
 
+With `map_frames=False` (mode `bucket` only) the embedding stays on the
+embedder's own grid, as the records keep it: `embedding` is then
+`[batch, embedding_frames, dim]`, and the batch adds
+
+  embedding_length  [batch]                   i32 the embedding's frames
+  embedding_mask    [batch, embedding_frames] f32, 1 on valid frames
+
+while `log_stft`, `mask` and `length` stay on the STFT frames.
+
 The batching modes (`bucket`, the default; `crop`; the original
 `repeat_longest`, `crop_shortest`, `mean_length`) are in `e2s_tf.batching`
 (`batching.MODES`; docs/batching.md says what each costs). With
@@ -48,6 +57,9 @@ from e2s_tf import records
 from e2s_tf import spectral
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Modes that batch the two streams of an item independently (each padded to
+# its batch's longest), so an embedding off the STFT grid can pass unmapped.
+NATIVE_GRID_MODES = ("bucket",)
 # The schema's parser, re-exported: tfrecords/README.md names it here.
 parse_example = records.parse_example
 
@@ -150,11 +162,18 @@ def _dims(info: Mapping[str, Any], source: str
 
 
 def _finish(batch: dict[str, tf.Tensor], normalizer: Optional[Normalizer],
-            keep: Sequence[str]) -> dict[str, tf.Tensor]:
-  """Mask, padding values and normalisation of a zero-padded batch."""
-  frames = tf.shape(batch["embedding"])[1]
+            keep: Sequence[str], map_frames: bool = True
+            ) -> dict[str, tf.Tensor]:
+  """Mask, padding values and normalisation of a zero-padded batch
+  (`map_frames=False`: the embedding masked by its own `embedding_length`)."""
+  frames = tf.shape(batch["embedding" if map_frames else "log_stft"])[1]
   mask = spectral.frame_mask(batch["length"], frames)
   valid = mask[:, :, tf.newaxis] > 0
+  embedding_valid = valid
+  if not map_frames:
+    embedding_mask = spectral.frame_mask(batch["embedding_length"],
+                                         tf.shape(batch["embedding"])[1])
+    embedding_valid = embedding_mask[:, :, tf.newaxis] > 0
   embedding, log_stft = batch["embedding"], batch["log_stft"]
   if normalizer is None:
     silence = tf.constant(spectral.LOG_SILENCE, tf.float32)
@@ -163,11 +182,14 @@ def _finish(batch: dict[str, tf.Tensor], normalizer: Optional[Normalizer],
     log_stft = normalizer.normalize_log_stft(log_stft)
     silence = tf.constant(normalizer.log_silence)
   out = {
-      "embedding": tf.where(valid, embedding, 0.0),
+      "embedding": tf.where(embedding_valid, embedding, 0.0),
       "log_stft": tf.where(valid, log_stft, silence),
       "mask": mask,
       "length": batch["length"],
   }
+  if not map_frames:
+    out["embedding_length"] = batch["embedding_length"]
+    out["embedding_mask"] = embedding_mask
   for key in keep:
     out[key] = batch[key]
   return out
@@ -194,7 +216,8 @@ def make_dataset(data_dir: str,
                  num_parallel_reads: int = AUTOTUNE,
                  cache: Union[bool, str] = False,
                  drop_remainder: bool = False,
-                 with_frame_counts: bool = False) -> tf.data.Dataset:
+                 with_frame_counts: bool = False,
+                 map_frames: bool = True) -> tf.data.Dataset:
   """Batched, normalised examples of one split (see the module docstring).
 
   Args:
@@ -228,6 +251,10 @@ def make_dataset(data_dir: str,
     with_frame_counts: add `source_frames` [batch] (distinct source frames
       delivered) and `original_length` [batch] (frames of the source item);
       used by `filler_share`.
+    map_frames: map the embedding onto the STFT frames (the dataset's
+      `frame_mapping`); False keeps it on the embedder's grid and adds
+      `embedding_length` and `embedding_mask` (module docstring); only with
+      the modes of `NATIVE_GRID_MODES` and without `max_frames`.
 
   Returns:
     a `tf.data.Dataset` of dicts (module docstring), prefetched.
@@ -249,6 +276,16 @@ def make_dataset(data_dir: str,
   if with_audio and not strategy.supports_audio:
     raise ValueError(f"with_audio=True is not supported by mode {mode!r}: "
                      "its repeated frames have no audio")
+  if not map_frames and mode not in NATIVE_GRID_MODES:
+    raise ValueError(
+        f"map_frames=False is not supported by mode {mode!r}: it cuts, tiles "
+        "or crops both streams at the same frames, which an embedding on its "
+        f"own grid does not share; use one of {NATIVE_GRID_MODES}")
+  if not map_frames and max_frames:
+    raise ValueError(
+        "map_frames=False does not combine with max_frames: cutting windows "
+        "takes the same frames of both streams, and the embedding is not on "
+        "the STFT frames")
   normalizer = Normalizer.from_info(info, source) if normalize else None
   if normalizer and (normalizer.embedding_dim,
                      normalizer.num_bins) != (dim, bins):
@@ -263,7 +300,7 @@ def make_dataset(data_dir: str,
 
   def parse(serialized):
     item = records.parse_example(serialized, with_audio=with_audio)
-    if not mapping.identity:
+    if map_frames and not mapping.identity:
       # Records keep the embedding on its own grid; the decoder sees it at
       # the STFT frames (the same mapping as the export's).
       mapped, _ = mapping.to_stft_frames(
@@ -295,6 +332,8 @@ def make_dataset(data_dir: str,
           "embedding": tf.ensure_shape(item["embedding"], [None, dim]),
           "log_stft": tf.ensure_shape(item["log_stft"], [None, bins]),
       }
+    if not map_frames:
+      out["embedding_length"] = item["embedding_length"]
     if with_speaker:
       out["speaker"] = item["speaker_index"]
     if with_audio:
@@ -331,7 +370,7 @@ def make_dataset(data_dir: str,
   keep += ["speaker"] if with_speaker else []
   keep += ["audio", "audio_length"] if with_audio else []
   keep += ["source_frames", "original_length"] if with_frame_counts else []
-  batches = batches.map(lambda b: _finish(b, normalizer, keep),
+  batches = batches.map(lambda b: _finish(b, normalizer, keep, map_frames),
                         num_parallel_calls=AUTOTUNE,
                         deterministic=deterministic)
   options = tf.data.Options()
