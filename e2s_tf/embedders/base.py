@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
@@ -290,3 +291,119 @@ class DeclaredEmbedder(Embedder):
 
   def _learn_dim(self, dim: int) -> None:
     self._dim = int(dim)
+
+
+# Keys of a model's grid file (`e2s_embedder.json`) and the type of each.
+GRID_JSON_KEYS = {"dim": int, "sample_rate": int, "frame_length": int,
+                  "frame_step": int, "center": bool}
+
+
+def read_grid_json(json_path: str) -> dict[str, Any]:
+  """The declared keys of a grid file (null values left out), type-checked.
+
+  Raises:
+    ValueError: the file cannot be read, is not a JSON object, or a value is
+      not of its key's type (a JSON `true` is no frame length, 480.0 no
+      declared integer); the message names the file.
+  """
+  try:
+    with open(json_path) as f:
+      declared = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{json_path}: cannot read: {e}") from e
+  if not isinstance(declared, dict):
+    raise ValueError(f"{json_path}: expected a JSON object with keys "
+                     f"{list(GRID_JSON_KEYS)}")
+  out = {}
+  for key, kind in GRID_JSON_KEYS.items():
+    value = declared.get(key)
+    if value is None:
+      continue
+    if (isinstance(value, bool) != (kind is bool) or
+        not isinstance(value, kind)):
+      raise ValueError(f"{json_path}: {key!r} must be "
+                       f"{'true or false' if kind is bool else 'an integer'}"
+                       f", got {value!r}")
+    out[key] = value
+  return out
+
+
+class ModelFileEmbedder(DeclaredEmbedder):
+  """An embedder that runs a model file (`savedmodel:PATH`, `onnx:PATH`):
+  the spec names the path, the grid and dim come from a grid file beside
+  the model (`read_grid_json`) with the options `frame_length`,
+  `frame_step`, `center` and `dim` overriding it.
+
+  Subclasses set `what` (the model's kind in messages), `self.path` and
+  call `_declare`.
+  """
+
+  what: str = "model"
+  path: str = ""
+
+  @classmethod
+  def from_spec(cls, argument: Optional[str],
+                stft_config: spectral.StftConfig,
+                **options) -> "ModelFileEmbedder":
+    if "path" in options:
+      if argument:
+        raise ValueError(f"{cls.name}: the path is given twice ({argument!r} "
+                         f"and path={options['path']!r})")
+      argument = options.pop("path")
+    if not argument:
+      raise ValueError(f"{cls.name} needs a path: --embedder={cls.name}:PATH"
+                       f"{cls._path_hint()}")
+    return cls(stft_config, path=argument, **options)
+
+  @classmethod
+  def _path_hint(cls) -> str:
+    """Appended to the missing-path error (what PATH is)."""
+    return ""
+
+  def _grid_file_hint(self) -> str:
+    """How to declare the grid, for the no-grid error."""
+    raise NotImplementedError
+
+  def _declare(self, json_path: Optional[str],
+               stft_config: spectral.StftConfig, **overrides: Any) -> None:
+    """Sets the grid and dim from `json_path` (None: no file) and the
+    non-None `overrides`.
+
+    Raises:
+      ValueError: no grid declared (the message says how to declare one), a
+        sample rate other than the StftConfig's, a bad grid or dim.
+    """
+    declared = read_grid_json(json_path) if json_path else {}
+    declared.update({k: v for k, v in overrides.items() if v is not None})
+    missing = [k for k in ("frame_length", "frame_step") if k not in declared]
+    if missing:
+      raise ValueError(
+          f"{self.what} {self.path} declares no frame grid (missing "
+          f"{missing}): {self._grid_file_hint()} or pass the options "
+          "frame_length and frame_step")
+    sample_rate = declared.get("sample_rate", stft_config.sample_rate)
+    if sample_rate != stft_config.sample_rate:
+      raise ValueError(
+          f"{self.what} {self.path} expects {sample_rate} Hz audio but the "
+          f"StftConfig's sample rate is {stft_config.sample_rate} Hz "
+          f"(declared in {json_path})")
+    try:
+      self._grid = Grid(sample_rate=sample_rate,
+                        frame_length=declared["frame_length"],
+                        frame_step=declared["frame_step"],
+                        center=declared.get("center", False))
+    except ValueError as e:
+      raise ValueError(f"{self.what} {self.path}: {e}") from None
+    dim = declared.get("dim")
+    if dim is not None and dim <= 0:
+      raise ValueError(f"{self.what} {self.path}: dim must be positive, got "
+                       f"{dim}")
+    self._dim = dim
+
+  @property
+  def spec(self) -> str:
+    return f"{self.name}:{self.path}"
+
+  def options(self) -> dict[str, Any]:
+    return {"dim": self._dim, "frame_length": self._grid.frame_length,
+            "frame_step": self._grid.frame_step, "center": self._grid.center}

@@ -25,7 +25,6 @@ refer to external data files beside it. Load only models from trusted sources
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Mapping, Optional
 
@@ -43,10 +42,6 @@ PROVIDERS = ("CPUExecutionProvider",)
 # onnxruntime's names of the element types; the output is cast to float32.
 _INPUT_TYPE = "tensor(float)"
 _OUTPUT_TYPES = ("tensor(float)", "tensor(double)", "tensor(float16)")
-# JSON key -> the type its value must have.
-_JSON_KEYS = {"dim": int, "sample_rate": int, "frame_length": int,
-              "frame_step": int, "center": bool}
-
 
 def model_json_path(model_path: str) -> str:
   """`<folder>/<model stem>.e2s_embedder.json`, the per-model grid file."""
@@ -86,31 +81,6 @@ def write_embedder_json(model_path: str, dim: Optional[int],
       indent=2, sort_keys=True)
 
 
-def _read_embedder_json(json_path: str) -> dict[str, Any]:
-  """The declared keys of a grid file (null values left out), type-checked."""
-  try:
-    with open(json_path) as f:
-      declared = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"{json_path}: cannot read: {e}") from e
-  if not isinstance(declared, dict):
-    raise ValueError(f"{json_path}: expected a JSON object with keys "
-                     f"{list(_JSON_KEYS)}")
-  out = {}
-  for key, kind in _JSON_KEYS.items():
-    value = declared.get(key)
-    if value is None:
-      continue
-    # A JSON `true` is no frame length, and 480.0 is no declared integer.
-    if (isinstance(value, bool) != (kind is bool) or
-        not isinstance(value, kind)):
-      raise ValueError(f"{json_path}: {key!r} must be "
-                       f"{'true or false' if kind is bool else 'an integer'}"
-                       f", got {value!r}")
-    out[key] = value
-  return out
-
-
 def _onnxruntime():
   """The onnxruntime module, imported on first use (a dependency of the
   package, but only this embedder needs it)."""
@@ -133,8 +103,10 @@ def _shape_text(shape: Any) -> str:
 
 
 @registry.register("onnx")
-class OnnxEmbedder(base.DeclaredEmbedder):
+class OnnxEmbedder(base.ModelFileEmbedder):
   """Runs an ONNX model on each waveform; see the module docstring."""
+
+  what = "ONNX model"
 
   def __init__(self, stft_config: spectral.StftConfig = spectral.DEFAULT,
                path: str = "", frame_length: Optional[int] = None,
@@ -167,57 +139,20 @@ class OnnxEmbedder(base.DeclaredEmbedder):
                        "file")
     if not os.path.isfile(self.path):
       raise ValueError(f"no ONNX model file at {self.path}")
-    self._grid, self._dim = self._declared_grid(
-        stft_config, frame_length=frame_length, frame_step=frame_step,
-        dim=dim, center=center)
+    self._declare(embedder_json_path(self.path), stft_config,
+                  frame_length=frame_length, frame_step=frame_step, dim=dim,
+                  center=center)
     self._session = self._load_session()
     self._input_name = self._check_input()
     self._output_name = self._check_output()
 
   @classmethod
-  def from_spec(cls, argument: Optional[str],
-                stft_config: spectral.StftConfig,
-                **options) -> "OnnxEmbedder":
-    if "path" in options:
-      if argument:
-        raise ValueError(f"onnx: the path is given twice ({argument!r} and "
-                         f"path={options['path']!r})")
-      argument = options.pop("path")
-    if not argument:
-      raise ValueError("onnx needs a path: --embedder=onnx:PATH (the .onnx "
-                       "file)")
-    return cls(stft_config, path=argument, **options)
+  def _path_hint(cls) -> str:
+    return " (the .onnx file)"
 
-  def _declared_grid(self, stft_config: spectral.StftConfig,
-                     **overrides: Any) -> tuple[base.Grid, Optional[int]]:
-    """The grid and dim of the JSON beside the model, with `overrides`."""
-    json_path = embedder_json_path(self.path)
-    declared = _read_embedder_json(json_path) if json_path else {}
-    declared.update({k: v for k, v in overrides.items() if v is not None})
-    missing = [k for k in ("frame_length", "frame_step") if k not in declared]
-    if missing:
-      raise ValueError(
-          f"ONNX model {self.path} declares no frame grid (missing {missing}):"
-          f" write {os.path.basename(model_json_path(self.path))} (or "
-          f"{EMBEDDER_JSON}) beside it (onnx.write_embedder_json) or pass the "
-          "options frame_length and frame_step")
-    sample_rate = declared.get("sample_rate", stft_config.sample_rate)
-    if sample_rate != stft_config.sample_rate:
-      raise ValueError(
-          f"ONNX model {self.path} expects {sample_rate} Hz audio ({json_path})"
-          f" but the StftConfig's sample rate is {stft_config.sample_rate} Hz")
-    try:
-      grid = base.Grid(sample_rate=sample_rate,
-                       frame_length=declared["frame_length"],
-                       frame_step=declared["frame_step"],
-                       center=declared.get("center", False))
-    except ValueError as e:
-      raise ValueError(f"ONNX model {self.path}: {e}") from None
-    dim = declared.get("dim")
-    if dim is not None and dim <= 0:
-      raise ValueError(f"ONNX model {self.path}: dim must be positive, got "
-                       f"{dim}")
-    return grid, dim
+  def _grid_file_hint(self) -> str:
+    return (f"write {os.path.basename(model_json_path(self.path))} (or "
+            f"{EMBEDDER_JSON}) beside it (onnx.write_embedder_json)")
 
   def _load_session(self) -> Any:
     ort = _onnxruntime()
@@ -308,14 +243,6 @@ class OnnxEmbedder(base.DeclaredEmbedder):
               f"{dim}")
         self._dim = dim
     return output.name
-
-  @property
-  def spec(self) -> str:
-    return f"{self.name}:{self.path}"
-
-  def options(self) -> dict[str, Any]:
-    return {"dim": self._dim, "frame_length": self._grid.frame_length,
-            "frame_step": self._grid.frame_step, "center": self._grid.center}
 
   def error(self, item: Mapping[str, Any], detail: str,
             path: Optional[str] = None,

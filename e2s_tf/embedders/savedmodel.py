@@ -8,13 +8,12 @@ or `[frames, dim]`: the single output, or the one named `embedding`.
 The frame grid is declared in `e2s_embedder.json` beside `saved_model.pb`
 (keys `dim`, `sample_rate`, `frame_length`, `frame_step`, `center`; write it
 with `write_embedder_json`) or by the options `frame_length`, `frame_step`,
-`dim`, which override the file. A model without a declared grid is refused:
-the frames could not be aligned with the spectrogram.
+`center`, `dim`, which override the file. A model without a declared grid is
+refused: the frames could not be aligned with the spectrogram.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Callable, Mapping, Optional
 
@@ -30,7 +29,6 @@ EMBEDDER_JSON = "e2s_embedder.json"
 SIGNATURE = "serving_default"
 METHOD = "embed"
 OUTPUT = "embedding"
-_JSON_KEYS = ("dim", "sample_rate", "frame_length", "frame_step", "center")
 
 
 def write_embedder_json(path: str, dim: Optional[int], grid: base.Grid) -> str:
@@ -51,21 +49,6 @@ def write_embedder_json(path: str, dim: Optional[int], grid: base.Grid) -> str:
       indent=2, sort_keys=True)
 
 
-def _read_embedder_json(path: str) -> dict[str, Any]:
-  json_path = os.path.join(path, EMBEDDER_JSON)
-  if not os.path.isfile(json_path):
-    return {}
-  try:
-    with open(json_path) as f:
-      declared = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"{json_path}: cannot read: {e}") from e
-  if not isinstance(declared, dict):
-    raise ValueError(f"{json_path}: expected a JSON object with keys "
-                     f"{list(_JSON_KEYS)}")
-  return {k: declared[k] for k in _JSON_KEYS if declared.get(k) is not None}
-
-
 def _output_tensor(outputs: Any) -> tf.Tensor:
   """The embedding among a model's outputs (dict, sequence or tensor)."""
   if isinstance(outputs, Mapping):
@@ -83,8 +66,10 @@ def _output_tensor(outputs: Any) -> tf.Tensor:
 
 
 @registry.register("savedmodel")
-class SavedModelEmbedder(base.DeclaredEmbedder):
+class SavedModelEmbedder(base.ModelFileEmbedder):
   """Runs a SavedModel on each waveform; see the module docstring."""
+
+  what = "SavedModel"
 
   def __init__(self, stft_config: spectral.StftConfig = spectral.DEFAULT,
                path: str = "", frame_length: Optional[int] = None,
@@ -109,43 +94,12 @@ class SavedModelEmbedder(base.DeclaredEmbedder):
     self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if not tf.saved_model.contains_saved_model(self.path):
       raise ValueError(f"no SavedModel at {self.path}")
-    declared = _read_embedder_json(self.path)
-    overrides = {"frame_length": frame_length, "frame_step": frame_step,
-                 "dim": dim, "center": center}
-    declared.update({k: v for k, v in overrides.items() if v is not None})
-    missing = [k for k in ("frame_length", "frame_step") if k not in declared]
-    if missing:
-      raise ValueError(
-          f"SavedModel {self.path} declares no frame grid (missing {missing}):"
-          f" write {EMBEDDER_JSON} beside it (savedmodel.write_embedder_json) "
-          "or pass the options frame_length and frame_step")
-    sample_rate = int(declared.get("sample_rate", stft_config.sample_rate))
-    if sample_rate != stft_config.sample_rate:
-      raise ValueError(
-          f"SavedModel {self.path} expects {sample_rate} Hz audio but the "
-          f"StftConfig's sample rate is {stft_config.sample_rate} Hz")
-    self._grid = base.Grid(sample_rate=sample_rate,
-                           frame_length=int(declared["frame_length"]),
-                           frame_step=int(declared["frame_step"]),
-                           center=bool(declared.get("center", False)))
-    self._dim = int(declared["dim"]) if "dim" in declared else None
-    if self._dim is not None and self._dim <= 0:
-      raise ValueError(f"dim must be positive, got {self._dim}")
+    json_path = os.path.join(self.path, EMBEDDER_JSON)
+    self._declare(json_path if os.path.isfile(json_path) else None,
+                  stft_config, frame_length=frame_length,
+                  frame_step=frame_step, dim=dim, center=center)
     self._model = tf.saved_model.load(self.path)
     self._function, self._rank = self._find_function()
-
-  @classmethod
-  def from_spec(cls, argument: Optional[str],
-                stft_config: spectral.StftConfig,
-                **options) -> "SavedModelEmbedder":
-    if "path" in options:
-      if argument:
-        raise ValueError(f"savedmodel: the path is given twice ({argument!r} "
-                         f"and path={options['path']!r})")
-      argument = options.pop("path")
-    if not argument:
-      raise ValueError("savedmodel needs a path: --embedder=savedmodel:PATH")
-    return cls(stft_config, path=argument, **options)
 
   def _find_function(self) -> tuple[Callable[..., Any], Optional[int]]:
     """The callable and the waveform rank it wants (None: try 2, then 1)."""
@@ -174,13 +128,8 @@ class SavedModelEmbedder(base.DeclaredEmbedder):
         f"SavedModel {self.path} has neither a {SIGNATURE!r} signature nor a "
         f"callable {METHOD!r} attribute (signatures: {sorted(signatures)})")
 
-  @property
-  def spec(self) -> str:
-    return f"{self.name}:{self.path}"
-
-  def options(self) -> dict[str, Any]:
-    return {"dim": self._dim, "frame_length": self._grid.frame_length,
-            "frame_step": self._grid.frame_step, "center": self._grid.center}
+  def _grid_file_hint(self) -> str:
+    return (f"write {EMBEDDER_JSON} beside it (savedmodel.write_embedder_json)")
 
   def _call(self, audio: np.ndarray, rank: int) -> tf.Tensor:
     waveform = tf.convert_to_tensor(audio, tf.float32)
