@@ -310,3 +310,43 @@ def test_learned_grid_through_the_whole_chain(name, speech_corpus, tmp_path):
   assert result["model"]["num_items"] == len(examples)
   oracle, model = result["oracle_griffin_lim"], result["model"]
   assert np.isfinite(model["lsd_db"]) and oracle["lsd_db"] < model["lsd_db"]
+
+
+def test_pieces_of_a_long_item_cut_its_20ms_frames_on_both_grids(tmp_path):
+  """A 40 s item with precomputed 20 ms frames, cut into pieces: every cut
+  lies on both hops, and each piece's frames are the whole item's from the
+  cut on, the count its grid gives for the piece's audio."""
+  from e2s_tf import corpus  # pylint: disable=g-import-not-at-top
+  length, step, center = GRIDS["20ms"]
+  wav = corpus.speechlike_audio(40.0, seed=3)
+  sf.write(tmp_path / "long.wav", wav, RATE, subtype="FLOAT")
+  signal = audio_lib.load_audio(str(tmp_path / "long.wav"), RATE)
+  full = _features(signal, length, step, center)
+  np.save(tmp_path / "long.npy", full)
+  manifest = str(tmp_path / "manifest.jsonl")
+  manifest_lib.write_manifest(
+      [{"id": "long", "audio": str(tmp_path / "long.wav"),
+        "embedding": str(tmp_path / "long.npy")}], manifest)
+  out = str(tmp_path / "data")
+  info = preprocess_lib.run_preprocess(
+      manifest, out, "npy", split_by="utterance", valid_fraction=0.0,
+      test_fraction=0.0, num_workers=1, progress=False, max_item_seconds=16.0,
+      embedder_options={"frame_length": length, "frame_step": step})
+  assert info["pieces"]["count"] >= 3 and info["rejected"]["count"] == 0
+  mapping = alignment.FrameMapping.from_info(info)
+  with open(os.path.join(out, "pieces.jsonl")) as f:
+    rows = {r["id"]: r for r in map(json.loads, f)}
+  examples = list(records.read_examples(records.split_files(out, "train"),
+                                        with_audio=True))
+  assert sorted(ex["id"] for ex in examples) == sorted(rows)
+  for ex in examples:
+    start = int(round(rows[ex["id"]]["start"] * RATE))
+    end = int(round(rows[ex["id"]]["end"] * RATE))
+    assert start % step == 0 and start % CONFIG.frame_step == 0
+    first = start // step
+    want = mapping.embedding_frames(end - start)
+    if end == len(signal):  # the last piece keeps the item's last frames
+      want = len(full) - first
+    np.testing.assert_array_equal(ex["embedding"], full[first:first + want])
+    np.testing.assert_array_equal(
+        ex["audio"], signal[start:start + CONFIG.num_samples(ex["length"])])
