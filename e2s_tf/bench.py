@@ -2,13 +2,17 @@ r"""Runs the benchmark suite and writes its figures as JSON.
 
     python -m e2s_tf.bench [--only=griffin_lim,inference] [--quick] \
         [--work_dir=/tmp/e2s_bench] [--out=bench.json] \
-        [--table=docs/performance_table.md]
+        [--table=docs/performance_table.md] \
+        [--phase_model=EXPORT_DIR] [--phase_curve=docs/phase_quality_vs_time.png]
 
 Benchmarks (e2s_tf/benchmarks/cases.py): griffin_lim, input_pipeline, filler,
-inference, training, preprocess, memory. Each prints one line; `--out` gets all the
-figures (with the load average around each benchmark), `--table` the Markdown
-table of docs/performance.md. The default corpus and its dataset are made
-under --work_dir on the first run and reused.
+inference, training, preprocess, memory, phase. Each prints one line; `--out`
+gets all the figures (with the load average around each benchmark), `--table`
+the Markdown table of docs/performance.md (followed by the phase benchmark's
+table of every method when it ran). The default corpus and its dataset are
+made under --work_dir on the first run and reused. The phase benchmark also
+reconstructs an export's predicted magnitudes (`--phase_model`) and plots
+quality against time (`--phase_curve`).
 """
 
 import os
@@ -37,6 +41,13 @@ _DATA_DIR = flags.DEFINE_string(
 _QUICK = flags.DEFINE_bool("quick", False, "Tiny sizes (seconds; for tests).")
 _TABLE = flags.DEFINE_string("table", "",
                              "Also write the Markdown performance table here.")
+_PHASE_MODEL = flags.DEFINE_string(
+    "phase_model", "", "phase benchmark: an export whose predicted magnitudes "
+    "of the test items are reconstructed too (default: oracle magnitudes "
+    "only).")
+_PHASE_CURVE = flags.DEFINE_string(
+    "phase_curve", "", "phase benchmark: write the PNG of quality against "
+    "time here (e.g. docs/phase_quality_vs_time.png).")
 
 
 def main(argv):
@@ -46,12 +57,17 @@ def main(argv):
     results = bench_lib.run(
         _WORK_DIR.value, _OUT.value, only=_ONLY.value, quick=_QUICK.value,
         manifest=_MANIFEST.value or None, data_dir=_DATA_DIR.value or None,
-        command=command)
+        command=command,
+        options={"phase_model": _PHASE_MODEL.value or None,
+                 "phase_curve": _PHASE_CURVE.value or None})
   except ValueError as e:
     raise SystemExit(f"bench: error: {e}") from None
   if _TABLE.value:
     with open(_TABLE.value, "w") as f:
       f.write(bench_lib.performance_table(results) + "\n")
+      phase_table = bench_lib.phase_table(results)
+      if phase_table:
+        f.write("\n" + phase_table + "\n")
 
 
 def run():

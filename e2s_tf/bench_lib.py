@@ -2,12 +2,13 @@
 
     results = bench_lib.run(work_dir="/tmp/e2s_bench", out="bench.json")
 
-`run` runs the benchmarks of `benchmarks.cases.BENCHMARKS` (the seven
-stages and what each costs against its target) at the sizes of
+`run` runs the benchmarks of `benchmarks.cases.BENCHMARKS` (the stages
+and what each costs against its target) at the sizes of
 `benchmarks.harness.SIZES`, records every benchmark's figures with the
 machine's load average around it in one JSON file and prints a line each;
 `performance_table` turns the figures into the Markdown table of
-docs/performance.md.
+docs/performance.md (`phase_table` the phase benchmark's table of every
+method).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import tensorflow as tf
 from e2s_tf import fileio
 from e2s_tf.benchmarks import cases
 from e2s_tf.benchmarks import harness
+from e2s_tf.benchmarks import phase
 from e2s_tf.experiments import common
 
 
@@ -33,7 +35,8 @@ from e2s_tf.experiments import common
 def run(work_dir: str, out: str, only: Optional[Sequence[str]] = None,
         quick: bool = False, manifest: Optional[str] = None,
         data_dir: Optional[str] = None, command: str = "",
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        log: Callable[[str], None] = print,
+        options: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
   """Runs the benchmarks `only` (default: all) and writes `out` (JSON).
 
   The JSON is rewritten after each benchmark, so a failure keeps the figures
@@ -49,6 +52,8 @@ def run(work_dir: str, out: str, only: Optional[Sequence[str]] = None,
     data_dir: its preprocessed dataset (default: made from the manifest).
     command: the command line, recorded.
     log: where the one-line summaries go.
+    options: options of single benchmarks (`harness.Bench.options`: the
+      phase benchmark's `phase_model` and `phase_curve`).
 
   Returns:
     the results written to `out`.
@@ -60,7 +65,7 @@ def run(work_dir: str, out: str, only: Optional[Sequence[str]] = None,
                      f"{', '.join(cases.BENCHMARKS)}")
   sizes = harness.SIZES["quick" if quick else "full"]
   os.makedirs(work_dir, exist_ok=True)
-  bench = harness.Bench(sizes, work_dir, manifest, data_dir)
+  bench = harness.Bench(sizes, work_dir, manifest, data_dir, options)
   results = {"command": command, "machine": common.machine(),
              "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
              "python": sys.version.split()[0],
@@ -167,6 +172,28 @@ def performance_table(results: Mapping[str, Any]) -> str:
         f"on it ({f['frames_per_batch']} frames/batch) / on short items",
         f"{f['train_long_item_mib']:.0f} / {f['train_short_items_mib']:.0f} "
         f"MiB = **{f['train_ratio']:.2f}x**")
+  if "phase" in b:
+    f = b["phase"]
+    for name, g in f["sources"].items():
+      best, ref = g["methods"][g["best_at_reference_time"]], g["methods"][
+          g["reference"]]
+      add("phase", f"{name} magnitudes, {g['items']} test items, batch "
+          f"{g['batch']}: {g['reference']} ({g['reference_ms']:.1f} ms/item) "
+          f"/ best at its time, {g['best_at_reference_time']} "
+          f"({best['ms'][str(g['batch'])]:.1f} ms/item)",
+          f"SC {ref['sc']:.3f} / **{best['sc']:.3f}** "
+          f"({-g['sc_reduction']:+.0%}), PESQ {ref['pesq_wb']:.2f} / "
+          f"**{best['pesq_wb']:.2f}** ({g['pesq_gain']:+.2f}), classes worse: "
+          f"{', '.join(g['classes_worse']) or 'none'}",
+          target(f, f"SC ≥ {phase.TARGET_SC_REDUCTION:.0%} lower, PESQ "
+                 f"≥ +{phase.TARGET_PESQ_GAIN:g}") if name == "oracle"
+          else "")
   head = ("| benchmark | measure | result | target |\n"
           "|---|---|---|---|")
   return "\n".join([head] + rows)
+
+
+def phase_table(results: Mapping[str, Any]) -> str:
+  """The phase benchmark's Markdown table of every method ("" without it)."""
+  f = results["benchmarks"].get("phase")
+  return phase.table(f) if f else ""

@@ -94,11 +94,13 @@ class _Systems:
   """Callables item -> (audio, log_stft prediction or None), by system."""
 
   def __init__(self, decoder: export_lib.LoadedDecoder, info: dict,
-               griffin_lim_iterations: int):
+               griffin_lim_iterations: int,
+               griffin_lim_init: str = export_lib.GRIFFIN_LIM_INIT):
     self.decoder = decoder
     self.stft = spectral.StftConfig.from_dict(info["stft"])
     self.mapping = alignment.FrameMapping.from_info(info)
     self.iterations = griffin_lim_iterations
+    self.init = griffin_lim_init
     self.embedder = None
     try:
       embedder = embedders.from_description(info["embedder"], self.stft)
@@ -108,7 +110,8 @@ class _Systems:
       self.embedder = None  # e.g. a SavedModel embedder that moved away
     self._gl = tf.function(
         lambda m: spectral.griffin_lim(m, None, self.stft,
-                                       num_iterations=self.iterations)[0],
+                                       num_iterations=self.iterations,
+                                       init=self.init)[0],
         input_signature=[tf.TensorSpec([None, None, self.stft.num_bins])])
 
   def available(self) -> list[str]:
@@ -266,9 +269,13 @@ def evaluate(model_dir: str, data_dir: str, split: str, out_dir: str,
                      f"{data_stft.to_dict()}")
   skipped: list[str] = []
   items = _read_items(data_dir, split, max_items, skipped)
+  # Every system goes through the export's own phase retrieval.
+  phase = decoder.meta.get("griffin_lim", {})
   runner = _Systems(decoder, info,
-                    int(decoder.meta.get("griffin_lim", {}).get(
-                        "iterations", export_lib.GRIFFIN_LIM_ITERATIONS)))
+                    int(phase.get("iterations",
+                                  export_lib.GRIFFIN_LIM_ITERATIONS)),
+                    str(phase.get("init",
+                                  export_lib.LEGACY_GRIFFIN_LIM_INIT)))
   names = [s for s in (systems or runner.available())
            if s in runner.available()]
   lock = fileio.FolderLock(out_dir, "evaluate").acquire()
@@ -356,7 +363,8 @@ def _evaluate(decoder, runner, names, items, skipped, info, model_dir,
       f"- data: `{data_dir}` split `{split}`, {len(items)} items, "
       f"{sum(r['seconds'] for r in rows[names[0]]):.1f} s of audio",
       f"- Griffin-Lim: {runner.iterations} iterations (fast, momentum 0.99) "
-      "for every system",
+      f"from {'PGHI' if runner.init == 'pghi' else runner.init} phase for "
+      "every system",
       "- rtf: synthesis time of one item (batch 1, after warm-up) / its duration",
       ] + ([f"- command: `{command}`"] if command else []) + (
           [f"- skipped: {len(skipped)} items"] + [f"  - {m}" for m in skipped]

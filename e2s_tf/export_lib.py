@@ -54,8 +54,11 @@ from e2s_tf import spectral
 from e2s_tf import train_lib
 
 EXPORT_JSON = "e2s_export.json"
-GRIFFIN_LIM_ITERATIONS = 32
+GRIFFIN_LIM_ITERATIONS = spectral.PHASE_ITERATIONS
 GRIFFIN_LIM_MOMENTUM = 0.99
+GRIFFIN_LIM_INIT = spectral.PHASE_INIT
+# The start of exports written before e2s_export.json recorded it.
+LEGACY_GRIFFIN_LIM_INIT = "zeros"
 # Outputs of the endpoints: name -> (dtype, rank).
 ENDPOINTS = {
     "spectrogram": {"log_stft": (tf.float32, 3)},
@@ -74,7 +77,8 @@ class DecoderModule(tf.Module):
                stft: spectral.StftConfig, with_speaker: bool,
                griffin_lim_iterations: int = GRIFFIN_LIM_ITERATIONS,
                griffin_lim_momentum: float = GRIFFIN_LIM_MOMENTUM,
-               mapping: Optional[alignment.FrameMapping] = None):
+               mapping: Optional[alignment.FrameMapping] = None,
+               griffin_lim_init: str = GRIFFIN_LIM_INIT):
     super().__init__(name="e2s_decoder")
     self.network = network
     self._stft = stft
@@ -82,6 +86,7 @@ class DecoderModule(tf.Module):
         {"stft": stft.to_dict()})
     self._iterations = int(griffin_lim_iterations)
     self._momentum = float(griffin_lim_momentum)
+    self._init = griffin_lim_init
     self.embedding_mean = tf.constant(normalizer.embedding_mean)
     self.embedding_std = tf.constant(normalizer.embedding_std)
     self.log_stft_mean = tf.constant(normalizer.log_stft_mean)
@@ -102,7 +107,8 @@ class DecoderModule(tf.Module):
       log_stft, frames = self._log_stft(embeddings, lengths, speaker)
       audio, audio_lengths = spectral.griffin_lim(
           tf.exp(log_stft), frames, self._stft,
-          num_iterations=self._iterations, momentum=self._momentum)
+          num_iterations=self._iterations, momentum=self._momentum,
+          init=self._init)
       return {"audio": audio, "audio_lengths": audio_lengths}
 
     self.spectrogram = spectrogram
@@ -177,7 +183,8 @@ def export_network(network, config, info, export_dir: str,
       "speakers": info.get("speakers", []) if with_speaker else [],
       "with_speaker": with_speaker,
       "griffin_lim": {"iterations": int(griffin_lim_iterations),
-                      "momentum": GRIFFIN_LIM_MOMENTUM},
+                      "momentum": GRIFFIN_LIM_MOMENTUM,
+                      "init": GRIFFIN_LIM_INIT},
       "endpoints": {
           "spectrogram": "(embeddings [B,T_e,D] f32 on the embedder's "
                          "grid, lengths [B] i32 embedding frames"

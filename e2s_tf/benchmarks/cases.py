@@ -1,6 +1,6 @@
 """The benchmarks: what each stage costs, against its target.
 
-Seven benchmarks (`BENCHMARKS`), each a function `(harness.Bench) ->
+Eight benchmarks (`BENCHMARKS`), each a function `(harness.Bench) ->
 figures` whose figures (a JSON object) land under
 `results["benchmarks"][name]` together with the machine's load average
 around it (`bench_lib.run`), and whose one-line summary is printed:
@@ -28,6 +28,14 @@ around it (`bench_lib.run`), and whose one-line summary is printed:
                    pieces at pauses, against in one piece) and of training on
                    it (cut into windows within the frame budget, against
                    short items).
+  phase            quality against time of Griffin-Lim's phase (e2s_tf/
+                   benchmarks/phase.py): fast Griffin-Lim from zero phase and
+                   from PGHI, and librosa's, at several iteration counts, on
+                   the test split's oracle magnitudes (and a decoder's, with
+                   the `phase_model` option), ms per item per batch size,
+                   spectral convergence, PESQ and STOI. Target: at the time of
+                   zero phase / 32 iterations, SC >= 15% lower and PESQ >=
+                   +0.15 on oracle magnitudes, no frame class worse.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from e2s_tf import spectral
 from e2s_tf import train_lib
 from e2s_tf.benchmarks import harness
 from e2s_tf.benchmarks import memory
+from e2s_tf.benchmarks import phase
 from e2s_tf.preprocessing import pieces as preprocess_pieces
 
 GRIFFIN_LIM_MOMENTUM = export_lib.GRIFFIN_LIM_MOMENTUM
@@ -371,6 +380,15 @@ def bench_memory(bench: harness.Bench) -> dict[str, Any]:
   }
 
 
+def bench_phase(bench: harness.Bench) -> dict[str, Any]:
+  """Griffin-Lim's phase: quality against time (`phase.bench_phase`)."""
+  return phase.bench_phase(bench)
+
+
+def _line_phase(f: Mapping[str, Any]) -> str:
+  return phase.line(f)
+
+
 def _line_memory(f: Mapping[str, Any]) -> str:
   return (f"{f['item_seconds']:g} s item: preprocess {f['preprocess_mib']:.0f}"
           f" MiB (in one piece {f['preprocess_whole_item_mib']:.0f} MiB); "
@@ -396,5 +414,6 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("training", bench_training, _line_training),
         Benchmark("preprocess", bench_preprocess, _line_preprocess),
         Benchmark("memory", bench_memory, _line_memory),
+        Benchmark("phase", bench_phase, _line_phase),
     )
 }

@@ -67,6 +67,13 @@ class Sizes:
       minute and runs for as long).
     long_item_seconds: the long item of the memory benchmark.
     memory_train_steps: train steps of the memory benchmark.
+    phase_items: test items of the phase benchmark (0: all), evenly spread
+      over the split.
+    phase_zeros_iterations, phase_pghi_iterations, phase_librosa_iterations:
+      the iteration counts of its methods (fast Griffin-Lim from zero phase,
+      the reference `griffin_lim_iterations` always among them; from PGHI;
+      librosa's).
+    phase_repeats: its timed passes after the warm-up (best-of).
   """
   config: str
   corpus_speakers: int
@@ -87,6 +94,11 @@ class Sizes:
   train_batches: int
   long_item_seconds: float
   memory_train_steps: int
+  phase_items: int
+  phase_zeros_iterations: tuple[int, ...]
+  phase_pghi_iterations: tuple[int, ...]
+  phase_librosa_iterations: tuple[int, ...]
+  phase_repeats: int
 
 
 SIZES = {
@@ -97,7 +109,10 @@ SIZES = {
                   step_batches=4, step_passes=3, profile_steps=(2, 7),
                   models=("cnn", "multiscale", "gan"),
                   xla_models=("cnn", "multiscale", "gan"), train_batches=1,
-                  long_item_seconds=600.0, memory_train_steps=10),
+                  long_item_seconds=600.0, memory_train_steps=10,
+                  phase_items=12, phase_zeros_iterations=(8, 16, 24, 48, 64),
+                  phase_pghi_iterations=(0, 8, 16, 24, 32, 48),
+                  phase_librosa_iterations=(8, 16, 32), phase_repeats=3),
     "quick": Sizes(config="testing", corpus_speakers=3, corpus_utterances=4,
                    split_by="utterance", valid_fraction=0.2,
                    test_fraction=0.2, speech_seconds=1.0,
@@ -105,7 +120,10 @@ SIZES = {
                    pipeline_epochs=1, step_batches=1, step_passes=1,
                    profile_steps=(1, 3), models=("cnn", "multiscale", "gan"),
                    xla_models=("cnn",), train_batches=1,
-                   long_item_seconds=40.0, memory_train_steps=2),
+                   long_item_seconds=40.0, memory_train_steps=2,
+                   phase_items=2, phase_zeros_iterations=(8,),
+                   phase_pghi_iterations=(0, 8), phase_librosa_iterations=(8,),
+                   phase_repeats=1),
 }
 
 
@@ -115,12 +133,16 @@ class Bench:
   Attributes:
     sizes: a `Sizes`.
     work_dir: scratch space (the corpus, the dataset, exports, traces).
+    options: options of single benchmarks (e.g. the phase benchmark's
+      `phase_model`, an export, and `phase_curve`, a PNG to write).
   """
 
   def __init__(self, sizes: Sizes, work_dir: str,
-               manifest: Optional[str] = None, data_dir: Optional[str] = None):
+               manifest: Optional[str] = None, data_dir: Optional[str] = None,
+               options: Optional[Mapping[str, Any]] = None):
     self.sizes = sizes
     self.work_dir = work_dir
+    self.options = dict(options or {})
     self._manifest = manifest
     self._data_dir = data_dir
     self._info = None

@@ -86,7 +86,8 @@ class Validation:
       predictions.append(self.normalizer.denormalize_log_stft(pred).numpy()[0])
       audio, _ = spectral.griffin_lim(
           np.exp(predictions[-1])[None], None, self.stft,
-          num_iterations=self.config.train.griffin_lim_iterations)
+          num_iterations=self.config.train.griffin_lim_iterations,
+          init=spectral.PHASE_INIT)
       waveforms.append(audio.numpy()[0])
     summaries.write_spectrograms("spectrogram", targets, predictions, step)
     summaries.write_audio("griffin_lim", waveforms, self.stft.sample_rate, step)
