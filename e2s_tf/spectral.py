@@ -244,7 +244,7 @@ INITS = ("zeros", "random", "pghi")
 # at PHASE_ITERATIONS iterations, the wall time of the 32 iterations from
 # zero phase it replaces (bench `phase`).
 PHASE_INIT = "pghi"
-PHASE_ITERATIONS = 24
+PHASE_ITERATIONS = 22
 
 
 def _masked_gradient(x: tf.Tensor, axis: int, valid: tf.Tensor) -> tf.Tensor:

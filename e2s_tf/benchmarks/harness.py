@@ -111,7 +111,7 @@ SIZES = {
                   xla_models=("cnn", "multiscale", "gan"), train_batches=1,
                   long_item_seconds=600.0, memory_train_steps=10,
                   phase_items=12, phase_zeros_iterations=(8, 16, 24, 48, 64),
-                  phase_pghi_iterations=(0, 8, 16, 24, 32, 48),
+                  phase_pghi_iterations=(0, 8, 16, 20, 22, 24, 32, 48),
                   phase_librosa_iterations=(8, 16, 32), phase_repeats=3),
     "quick": Sizes(config="testing", corpus_speakers=3, corpus_utterances=4,
                    split_by="utterance", valid_fraction=0.2,
