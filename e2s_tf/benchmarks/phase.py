@@ -26,7 +26,7 @@ normalised autocorrelation peak of at least `VOICED_CORRELATION` at a pitch
 lag of 60 to 400 Hz) and unvoiced (the rest).
 
 The reference is zero phase at the sizes' `griffin_lim_iterations` (32: the
-default of export and evaluation). `best_at_reference_time` is the method of
+default of export and evaluation before PGHI). `best_at_reference_time` is the method of
 lowest mean `sc` among those no slower at batch 1 than the reference (within
 `TIME_TOLERANCE`, the noise of timing on a shared machine).
 """
