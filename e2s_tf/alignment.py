@@ -28,7 +28,6 @@ exported graph, the one function both use.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -288,6 +287,3 @@ class FrameMapping:
             f"centres: {self.ratio:g} STFT frames per embedding frame, STFT "
             f"frame 0 at embedding frame {self.first_position:+.3f}")
 
-
-def lcm(a: int, b: int) -> int:
-  return a * b // math.gcd(a, b)

@@ -21,10 +21,9 @@ from e2s_tf import manifest as manifest_lib
 from e2s_tf import preprocess_lib
 from e2s_tf import records
 from e2s_tf import spectral
-from e2s_tf import train_lib
-from e2s_tf.configs import testing
 from e2s_tf.embedders import base
 from e2s_tf.preprocessing.errors import PreprocessError
+from tests import data_testlib
 
 CONFIG = spectral.StftConfig()
 RATE = CONFIG.sample_rate
@@ -278,14 +277,8 @@ def test_learned_grid_through_the_whole_chain(name, speech_corpus, tmp_path):
     assert ex["length"] == min(CONFIG.num_frames(n),
                                mapping.stft_frames(ex["embedding_length"]))
 
-  config = testing.get_config("multiscale")
-  config.train.num_steps = 2
-  config.train.eval_every = 100
-  train_lib.train(config, data_dir, str(tmp_path / "work"),
-                  log=lambda *_: None)
-  export_dir = str(tmp_path / "export")
-  export_lib.export(str(tmp_path / "work"), export_dir,
-                    griffin_lim_iterations=4)
+  export_dir = data_testlib.train_and_export("multiscale", data_dir,
+                                             str(tmp_path))
   decoder = export_lib.LoadedDecoder(export_dir)
   assert decoder.meta["frame_mapping"] == info["frame_mapping"]
   # The endpoints take the embedder's frames and give the STFT's.

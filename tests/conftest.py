@@ -44,14 +44,7 @@ def speech_data(speech_corpus, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_export(speech_data, tmp_path_factory):
   """A `multiscale` decoder trained a few steps on `speech_data`, exported."""
-  from e2s_tf.configs import testing  # pylint: disable=g-import-not-at-top
-  from e2s_tf import export_lib  # pylint: disable=g-import-not-at-top
-  from e2s_tf import train_lib  # pylint: disable=g-import-not-at-top
-  root = tmp_path_factory.mktemp("tiny_export")
-  config = testing.get_config("multiscale")
-  config.train.num_steps = 3
-  config.train.eval_every = 100
-  train_lib.train(config, speech_data, str(root / "work"), log=lambda *_: None)
-  export_lib.export(str(root / "work"), str(root / "export"),
-                    griffin_lim_iterations=8)
-  return str(root / "export")
+  from tests import data_testlib  # pylint: disable=g-import-not-at-top
+  return data_testlib.train_and_export(
+      "multiscale", speech_data, str(tmp_path_factory.mktemp("tiny_export")),
+      steps=3, griffin_lim_iterations=8)

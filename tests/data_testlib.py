@@ -23,8 +23,11 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
+from e2s_tf import export_lib
 from e2s_tf import records
 from e2s_tf import spectral
+from e2s_tf import train_lib
+from e2s_tf.configs import testing as testing_config
 from e2s_tf.preprocessing import stats as preprocess_stats
 
 FRAME_COLUMN = 0
@@ -202,3 +205,18 @@ def write_tiny_dataset(tmp_path: Union[str, os.PathLike],
   with open(os.path.join(data_dir, records.DATASET_INFO), "w") as f:
     json.dump(info, f, indent=1)
   return TinyDataset(data_dir=data_dir, info=info, items=items, stft=stft)
+
+
+def train_and_export(model: str, data_dir: str, root, steps: int = 2,
+                     griffin_lim_iterations: int = 4) -> str:
+  """Trains the `testing:<model>` config `steps` steps on `data_dir` into
+  `root/work` (no validation) and exports it to `root/export`; returns the
+  export's path."""
+  config = testing_config.get_config(model)
+  config.train.num_steps = steps
+  config.train.eval_every = 100
+  work, export_dir = os.path.join(root, "work"), os.path.join(root, "export")
+  train_lib.train(config, data_dir, work, log=lambda *_: None)
+  export_lib.export(work, export_dir,
+                    griffin_lim_iterations=griffin_lim_iterations)
+  return export_dir

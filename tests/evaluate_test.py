@@ -111,12 +111,10 @@ def test_speaker_metrics_with_a_speaker_encoder_embedder(speech_corpus,
                                                          tmp_path):
   """Tiny encoder -> preprocessing through it -> decoder -> speaker metrics."""
   from e2s_tf.configs import speaker_encoder as encoder_config  # pylint: disable=g-import-not-at-top
-  from e2s_tf.configs import testing  # pylint: disable=g-import-not-at-top
-  from e2s_tf import export_lib  # pylint: disable=g-import-not-at-top
   from e2s_tf import preprocess_lib  # pylint: disable=g-import-not-at-top
   from e2s_tf.speaker import export as speaker_export  # pylint: disable=g-import-not-at-top
   from e2s_tf.speaker import training as speaker_training  # pylint: disable=g-import-not-at-top
-  from e2s_tf import train_lib  # pylint: disable=g-import-not-at-top
+  from tests import data_testlib  # pylint: disable=g-import-not-at-top
   config = encoder_config.get_config("testing")
   speaker_training.train(config, speech_corpus, str(tmp_path / "enc"),
                          log=lambda *_: None)
@@ -127,14 +125,9 @@ def test_speaker_metrics_with_a_speaker_encoder_embedder(speech_corpus,
       speech_corpus, data_dir, "savedmodel:" + encoder_dir,
       split_by="utterance", valid_fraction=0.0, test_fraction=0.25,
       num_workers=1, progress=False)
-  decoder = testing.get_config("cnn")
-  decoder.train.num_steps = 2
-  decoder.train.eval_every = 100
-  train_lib.train(decoder, data_dir, str(tmp_path / "dec"),
-                  log=lambda *_: None)
-  export_lib.export(str(tmp_path / "dec"), str(tmp_path / "dec_export"),
-                    griffin_lim_iterations=4)
-  result = evaluate_lib.evaluate(str(tmp_path / "dec_export"), data_dir,
+  export_dir = data_testlib.train_and_export("cnn", data_dir,
+                                             str(tmp_path / "dec"))
+  result = evaluate_lib.evaluate(export_dir, data_dir,
                                  "test", str(tmp_path / "eval"),
                                  num_figures=0, num_audio=0, progress=False)
   assert set(result) == {"model", "oracle_griffin_lim", "reference"}

@@ -15,6 +15,7 @@ from e2s_tf import spectral
 from e2s_tf.embedders import base
 from e2s_tf.embedders import onnx as onnx_embedder
 from e2s_tf.embedders import savedmodel
+from tests import data_testlib
 
 CONFIG = spectral.StftConfig()
 GRID = embedders.Grid.from_stft(CONFIG)
@@ -406,8 +407,6 @@ def test_onnx_encoder_through_the_whole_chain(speech_corpus, tmp_path):
   from e2s_tf import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
   from e2s_tf import preprocess_lib  # pylint: disable=g-import-not-at-top
   from e2s_tf import records  # pylint: disable=g-import-not-at-top
-  from e2s_tf import train_lib  # pylint: disable=g-import-not-at-top
-  from e2s_tf.configs import testing  # pylint: disable=g-import-not-at-top
   grid = base.Grid(CONFIG.sample_rate, 400, 320)
   path, weights = _conv_encoder(tmp_path / "w2v_like.onnx", frame_length=400,
                                 frame_step=320)
@@ -428,14 +427,7 @@ def test_onnx_encoder_through_the_whole_chain(speech_corpus, tmp_path):
         ex["embedding"], _expected(audio[ex["id"]], weights, 400, 320),
         rtol=1e-4, atol=1e-3)
 
-  config = testing.get_config("cnn")
-  config.train.num_steps = 2
-  config.train.eval_every = 100
-  train_lib.train(config, data_dir, str(tmp_path / "work"),
-                  log=lambda *_: None)
-  export_dir = str(tmp_path / "export")
-  export_lib.export(str(tmp_path / "work"), export_dir,
-                    griffin_lim_iterations=4)
+  export_dir = data_testlib.train_and_export("cnn", data_dir, str(tmp_path))
   assert export_lib.read_export_json(export_dir)["embedder"]["spec"] == (
       "onnx:" + path)
   result = evaluate_lib.evaluate(export_dir, data_dir, "test",

@@ -338,7 +338,7 @@ def prepare(plan: Plan, progress: bool = True) -> None:
   steps = {"embedding_step": hop}
   if not plan.embedder.needs_audio:
     # Precomputed frames belong to the whole item: cuts lie on both grids.
-    steps["step"] = alignment.lcm(hop, config.frame_step)
+    steps["step"] = math.lcm(hop, config.frame_step)
   tasks, plan.split_items = [], 0
   items = plan.items
   if plan.max_item_seconds > 0 and progress and len(items) > 1000:
