@@ -35,6 +35,10 @@ _NUM_AUDIO = flags.DEFINE_integer("num_audio", 3,
                                   "Items whose audio is written per system.")
 _SYSTEMS = flags.DEFINE_list("systems", [],
                              "Subset of model,oracle_griffin_lim,analytic.")
+_SPEAKER_JUDGE = flags.DEFINE_string(
+    "speaker_judge", None,
+    "An export of e2s_tf.train_embedder that scores speaker cosine and "
+    "identification (default: the dataset's embedder when it is one).")
 
 
 def main(argv):
@@ -44,7 +48,8 @@ def main(argv):
         _MODEL.value, _DATA_DIR.value, _SPLIT.value, _OUT_DIR.value,
         _MAX_ITEMS.value, _NUM_FIGURES.value, _NUM_AUDIO.value,
         _SYSTEMS.value or None, command=" ".join(["python -m e2s_tf.evaluate"]
-                                                 + sys.argv[1:]))
+                                                 + sys.argv[1:]),
+        speaker_judge=_SPEAKER_JUDGE.value)
   except (FileNotFoundError, ValueError, fileio.FolderInUse) as e:
     raise SystemExit(f"evaluate: error: {e}") from None
   except OSError as e:

@@ -254,8 +254,18 @@ def format_table(summary: dict[str, dict[str, Any]]) -> str:
 def evaluate(model_dir: str, data_dir: str, split: str, out_dir: str,
              max_items: Optional[int] = None, num_figures: int = 3,
              num_audio: int = 3, systems: Optional[Sequence[str]] = None,
-             command: str = "", progress: bool = True) -> dict[str, Any]:
-  """Runs every system on the split's items; writes and returns metrics."""
+             command: str = "", progress: bool = True,
+             speaker_judge: Optional[str] = None) -> dict[str, Any]:
+  """Runs every system on the split's items; writes and returns metrics.
+
+  `speaker_judge`: an export of e2s_tf.train_embedder whose encoder scores
+  the speaker metrics (default: the dataset's embedder when it is such an
+  encoder, else no speaker metrics)."""
+  if speaker_judge is not None and not os.path.exists(
+      os.path.join(speaker_judge, SPEAKER_ENCODER_JSON)):
+    raise ValueError(f"--speaker_judge={speaker_judge}: no "
+                     f"{SPEAKER_ENCODER_JSON} there; it takes the export "
+                     "folder of e2s_tf.train_embedder")
   decoder = export_lib.LoadedDecoder(model_dir)
   info = records.read_dataset_info(data_dir)
   if int(info["embedder"]["dim"]) != decoder.dim:
@@ -282,21 +292,21 @@ def evaluate(model_dir: str, data_dir: str, split: str, out_dir: str,
   try:
     return _evaluate(decoder, runner, names, items, skipped, info, model_dir,
                      data_dir, split, out_dir, num_figures, num_audio, command,
-                     progress)
+                     progress, speaker_judge)
   finally:
     lock.release()
 
 
 def _evaluate(decoder, runner, names, items, skipped, info, model_dir,
               data_dir, split, out_dir, num_figures, num_audio, command,
-              progress):
+              progress, speaker_judge=None):
   figures_dir = os.path.join(out_dir, FIGURES_DIR)
   os.makedirs(figures_dir, exist_ok=True)
   # Warm-up: trace every system once so that rtf measures synthesis only.
   for name in names:
     getattr(runner, name)(items[0])
   rows = {name: [] for name in names}
-  encoder_dir = speaker_encoder_dir(info)
+  encoder_dir = speaker_judge or speaker_encoder_dir(info)
   audios = {name: [] for name in names}
   with tqdm.tqdm(total=len(items) * len(names), desc="evaluate",
                  unit="synthesis", disable=not progress) as bar:

@@ -18,7 +18,8 @@ from e2s_tf.models import trainable
 
 DIM, BINS = 6, 9
 LENGTHS = (11, 7, 3)
-NAMES = (("cnn", "cnn"), ("multiscale", "multiscale"), ("gan", "gan"))
+NAMES = (("cnn", "cnn"), ("multiscale", "multiscale"), ("gan", "gan"),
+         ("conformer", "conformer"), ("conformer_gan", "conformer_gan"))
 
 
 def tiny_config(name, **overrides):
@@ -29,12 +30,17 @@ def tiny_config(name, **overrides):
   if name == "cnn":
     model.num_layers = 2
     model.kernel_size = 3
+  elif name in ("conformer", "conformer_gan"):
+    model.num_blocks = 2
+    model.attention_heads = 2
+    model.conv_kernel_size = 3
+    model.refine_channels = 4
   else:
     model.num_blocks = 2
     model.branch_kernel_sizes = (3, 5)
     model.branch_dilations = (1, 2)
     model.refine_channels = 4
-  if name == "gan":
+  if name in ("gan", "conformer_gan"):
     model.disc_pools = ((1, 1), (2, 2))
     model.disc_channels = (4, 4)
     model.disc_frequency_strides = (2, 2)
@@ -86,7 +92,8 @@ def changed(before, after):
 class RegistryTest(tf.test.TestCase):
 
   def test_available(self):
-    self.assertEqual(models.available(), ("cnn", "gan", "multiscale"))
+    self.assertEqual(models.available(), ("cnn", "conformer", "conformer_gan",
+                                          "gan", "multiscale"))
 
   def test_default_configs_name_their_model(self):
     for name in models.available():
@@ -177,7 +184,7 @@ class ModelsTest(tf.test.TestCase, parameterized.TestCase):
     after = model.test_step(batch)
     self.assertLess(float(after["loss"]), 0.8 * before)
     expected = {"loss", "l1", "spectral_convergence"}
-    if name == "gan":
+    if name in ("gan", "conformer_gan"):
       expected |= {"g_loss", "g_adversarial", "feature_matching", "d_loss"}
     self.assertEqual(set(metrics), expected)
     self.assertEqual({m.name for m in model.metrics}, expected)

@@ -24,7 +24,7 @@ from e2s_tf.models import prior as prior_lib
 from e2s_tf.training import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ("cnn", "multiscale", "gan")
+MODELS = ("cnn", "multiscale", "gan", "conformer", "conformer_gan")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_trains_checkpoints_and_writes_summaries(model, data_dir, tmp_path):
   assert {"losses/loss", "metrics/lsd_db", "spectrogram/0", "spectrogram/1",
           "griffin_lim/0"} <= valid_tags
   assert any("steps/s" in l and "left" in l for l in lines)
-  if model == "gan":
+  if model in ("gan", "conformer_gan"):
     assert {"losses/d_loss", "losses/g_adversarial"} & train_tags
 
 

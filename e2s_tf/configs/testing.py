@@ -1,6 +1,7 @@
 """A tiny config for tests: a few steps of a very small model.
 
-`--config=testing:gan` picks the model (cnn | multiscale | gan).
+`--config=testing:gan` picks the model (cnn | multiscale | conformer | gan |
+conformer_gan).
 """
 
 from e2s_tf.configs import base
@@ -16,7 +17,10 @@ def get_config(model: str = "multiscale"):
     m.num_blocks = 1
     m.refine_channels = 4
     m.refine_layers = 2
-  if model == "gan":
+  if model in ("conformer", "conformer_gan"):
+    m.attention_heads = 2
+    m.conv_kernel_size = 5
+  if model in ("gan", "conformer_gan"):
     m.adversarial_start_step = 2
     m.disc_channels = (4, 4, 4)
   config.data.frames_per_batch = 1200

@@ -6,13 +6,15 @@
     metrics = model.train_step(batch)             # inside a tf.function
     log_stft = model(embedding, mask, speaker)    # [batch, frames, bins] f32
 
-Registered names: 'cnn', 'multiscale', 'gan' (`available()`); each has a
+Registered names: 'cnn', 'multiscale', 'conformer', 'gan' (multiscale
+generator) and 'conformer_gan' (`available()`); each has a
 documented `default_model_config(name)` for `config.model`, the one place
 its defaults live.
 """
 
 from e2s_tf.models import cnn  # noqa: F401  (registers 'cnn')
-from e2s_tf.models import gan  # noqa: F401  (registers 'gan')
+from e2s_tf.models import conformer  # noqa: F401  (registers 'conformer')
+from e2s_tf.models import gan  # noqa: F401  (registers 'gan', 'conformer_gan')
 from e2s_tf.models import multiscale  # noqa: F401  (registers 'multiscale')
 from e2s_tf.models.registry import available
 from e2s_tf.models.registry import build

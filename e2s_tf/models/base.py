@@ -110,8 +110,9 @@ def constructor_fields(model_config: ml_collections.ConfigDict,
 
 
 def initialize(model: keras.Model, embedding_dim: int) -> keras.Model:
-  """Creates `model`'s variables eagerly with a one-frame dummy call."""
-  model(tf.zeros([1, 1, embedding_dim]), tf.ones([1, 1]),
+  """Creates `model`'s variables eagerly with a two-frame dummy call."""
+  # Two frames: a one-frame call makes Keras warn about a softmax over one key.
+  model(tf.zeros([1, 2, embedding_dim]), tf.ones([1, 2]),
         tf.zeros([1], tf.int32))
   return model
 

@@ -1,9 +1,12 @@
-"""`gan`: the multiscale decoder trained with a spectrogram discriminator.
+"""`gan` and `conformer_gan`: a decoder trained with a spectrogram
+discriminator.
 
-The generator is a `MultiscaleDecoder` (the fields of 'multiscale'), the
-discriminator a `SpectrogramDiscriminator` (the `disc_*` fields); both train
-inside the one `TrainableDecoder` (models/trainable.py), which starts the
-adversarial updates at `adversarial_start_step`.
+The generator of `gan` is a `MultiscaleDecoder` (the fields of 'multiscale'),
+that of `conformer_gan` a `ConformerDecoder` (the fields of 'conformer'); the
+discriminator is a `SpectrogramDiscriminator` (the `disc_*` fields). Both
+train inside the one `TrainableDecoder` (models/trainable.py): a
+reconstruction warm-up of `adversarial_start_step` steps, then adversarial
+updates with feature matching.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import ml_collections
 import tensorflow as tf
 
 from e2s_tf.models import base
+from e2s_tf.models import conformer
 from e2s_tf.models import discriminator as discriminator_lib
 from e2s_tf.models import multiscale
 from e2s_tf.models import registry
@@ -22,15 +26,12 @@ ADVERSARIAL_FIELDS = ("adversarial_loss", "adversarial_weight",
                       "feature_matching_weight", "adversarial_start_step")
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Documented defaults of `config.model` for 'gan'.
-
-  The generator fields are those of 'multiscale' (see
-  `multiscale.default_config`); the discriminator and adversarial ones follow.
-  """
-  config = multiscale.default_config()
+def adversarial_fields(config: ml_collections.ConfigDict,
+                       name: str) -> ml_collections.ConfigDict:
+  """`config` (a generator's fields) renamed `name`, with the documented
+  discriminator and adversarial fields added."""
   # Registry name of the model.
-  config.name = "gan"
+  config.name = name
   # (time, frequency) average-pooling of each sub-discriminator's input.
   config.disc_pools = ((1, 1), (2, 2), (4, 4))
   # Channels of the Conv2D layers of every sub-discriminator.
@@ -51,6 +52,20 @@ def default_config() -> ml_collections.ConfigDict:
   return config
 
 
+def default_config() -> ml_collections.ConfigDict:
+  """Documented defaults of `config.model` for 'gan': the generator fields
+  of 'multiscale' (see `multiscale.default_config`), then the discriminator
+  and adversarial ones (`adversarial_fields`)."""
+  return adversarial_fields(multiscale.default_config(), "gan")
+
+
+def conformer_gan_config() -> ml_collections.ConfigDict:
+  """Documented defaults of `config.model` for 'conformer_gan': the fields
+  of 'conformer' (see `conformer.default_config`), then the discriminator
+  and adversarial ones (`adversarial_fields`)."""
+  return adversarial_fields(conformer.default_config(), "conformer_gan")
+
+
 def build_discriminator(config: ml_collections.ConfigDict
                         ) -> discriminator_lib.SpectrogramDiscriminator:
   """A `SpectrogramDiscriminator` from `config.model`, variables created."""
@@ -63,12 +78,26 @@ def build_discriminator(config: ml_collections.ConfigDict
   return disc
 
 
+def _non_generator_fields(config) -> tuple[str, ...]:
+  return tuple(k for k in config.model
+               if k.startswith("disc_")) + ADVERSARIAL_FIELDS
+
+
 @registry.register("gan", default_config)
 def build_gan(config, info=None) -> trainable.TrainableDecoder:
-  disc_fields = tuple(k for k in config.model if k.startswith("disc_"))
   generator = multiscale.multiscale_decoder(
-      config, info, name="generator",
-      exclude=disc_fields + ADVERSARIAL_FIELDS)
+      config, info, name="generator", exclude=_non_generator_fields(config))
+  return _adversarial_model(config, info, generator, "gan")
+
+
+@registry.register("conformer_gan", conformer_gan_config)
+def build_conformer_gan(config, info=None) -> trainable.TrainableDecoder:
+  generator = conformer.conformer_decoder(
+      config, name="generator", exclude=_non_generator_fields(config))
+  return _adversarial_model(config, info, generator, "conformer_gan")
+
+
+def _adversarial_model(config, info, generator, name):
   m = config.model
   model = trainable.TrainableDecoder(
       generator, *registry.normalisation(info),
@@ -76,5 +105,5 @@ def build_gan(config, info=None) -> trainable.TrainableDecoder:
       adversarial_loss=m.adversarial_loss,
       adversarial_weight=m.adversarial_weight,
       feature_matching_weight=m.feature_matching_weight,
-      adversarial_start_step=m.adversarial_start_step, name="gan")
+      adversarial_start_step=m.adversarial_start_step, name=name)
   return base.initialize(model, config.data.embedding_dim)

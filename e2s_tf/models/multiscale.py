@@ -94,6 +94,11 @@ def default_config() -> ml_collections.ConfigDict:
   # ones the embedding states while keeping the detail inside the bands
   # (0 disables).
   config.projection_steps = 32
+  # The normalised embedding is clipped to [-input_clip, input_clip] at the
+  # network's input (the prior, when there is one, reads it unclipped);
+  # 0 disables. With the output paths starting at zero (the mean
+  # log-spectrum), it gives every embedder a stable start.
+  config.input_clip = 6.0
   # Seed of the dropout masks.
   config.seed = 0
   base.speaker_fields(config)
@@ -179,7 +184,8 @@ class MultiscaleDecoder(base.SequenceDecoder):
                dropout: float, output_kernel_size: int,
                refine_channels: int, refine_layers: int,
                refine_kernel_size: Sequence[int], linear_skip: bool,
-               silence_gate: bool, projection_steps: int, seed: int,
+               silence_gate: bool, projection_steps: int, input_clip: float,
+               seed: int,
                speaker_conditioning: str, num_speakers: int,
                speaker_dim: int, prior=None, **kwargs):
     if channels < 1 or num_blocks < 0:
@@ -203,10 +209,14 @@ class MultiscaleDecoder(base.SequenceDecoder):
                                                    name=f"norm_{i}")
                    for i in range(num_blocks)] if layer_norm else [])
     self.dropout = keras.layers.Dropout(dropout, seed=seed, dtype=policy)
-    # With a prior, the paths added to it start at zero: the untrained
-    # decoder outputs the prior exactly (instead of the prior plus noise that
-    # training must first undo) and learns only the residual.
-    residual_init = "zeros" if prior is not None else "glorot_uniform"
+    # The output paths start at zero: the untrained decoder outputs the prior
+    # exactly (instead of the prior plus noise that training must first
+    # undo) and learns only the residual; without a prior it outputs 0, the
+    # train split's mean log-spectrum in normalised units, from where the
+    # first steps cannot blow up the way a random spectrogram from a
+    # glorot-initialised projection of a 256-dimensional code can.
+    residual_init = "zeros"
+    self.input_clip = float(input_clip)
     self.output_conv = layers.MaskedConv1D(
         num_bins, output_kernel_size, kernel_initializer=residual_init,
         dtype=policy, name="output")
@@ -223,7 +233,9 @@ class MultiscaleDecoder(base.SequenceDecoder):
                                name="refiner") if refine_channels > 0 else None)
 
   def decode(self, x, mask, speaker_vector, training):
-    h = self.input_conv(x, mask)
+    network_input = (tf.clip_by_value(x, -self.input_clip, self.input_clip)
+                     if self.input_clip > 0 else x)
+    h = self.input_conv(network_input, mask)
     for i, block in enumerate(self.blocks):
       y = block(h, mask)
       y = self.speaker.film(i, y, speaker_vector)
@@ -232,7 +244,7 @@ class MultiscaleDecoder(base.SequenceDecoder):
         h = self.norms[i](h)
     spectrogram = self.output_conv(self.activation(h), mask)
     if self.skip is not None:
-      spectrogram = spectrogram + self.skip(x, mask)
+      spectrogram = spectrogram + self.skip(network_input, mask)
     if self.prior is None:
       return (self.refiner(spectrogram, mask) if self.refiner is not None
               else spectrogram)
