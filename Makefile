@@ -17,12 +17,14 @@ PYTEST_WORKERS ?= 2
 # a change of EMBEDDER in a DEMO_DIR that already holds a trained decoder:
 # `make demo-clean` first, or pick another DEMO_DIR, e.g.
 #   make demo EMBEDDER=speaker20ms DEMO_DIR=demo_speaker20ms
+# CONFIG: auto (default: multiscale for logmel and mfcc, conformer for a
+# learned encoder; see docs/experiments/decoders.md) or a packaged config.
 DEMO_DIR ?= demo
 AUDIO_DIR ?=
 LAYOUT ?= speaker_dirs
 VAD ?= 0
 EMBEDDER ?= logmel
-CONFIG ?= multiscale
+CONFIG ?= auto
 TRAIN_MINUTES ?= 14
 
 # The pinned, tested stack (requirements.txt), then the project itself in

@@ -46,8 +46,10 @@ _SPLIT_BY = flags.DEFINE_string("split_by", "",
                                 "speaker | utterance (default: speaker, or "
                                 "utterance when the audio has no speakers).")
 _CONFIG = flags.DEFINE_string(
-    "config", "multiscale",
-    "Training config: a packaged name (multiscale, cnn, gan) or a file.")
+    "config", "auto",
+    "Training config: `auto` (the default decoder of the embedder's kind: "
+    "multiscale for logmel and mfcc, conformer for learned encoders), a "
+    "packaged name (multiscale, conformer, cnn, gan, conformer_gan) or a file.")
 _TRAIN_MINUTES = flags.DEFINE_float(
     "train_minutes", 14.0, "Wall-clock budget of the training stage.")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 0,

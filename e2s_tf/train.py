@@ -1,6 +1,6 @@
 r"""Trains a decoder.
 
-    python -m e2s_tf.train --config=multiscale \
+    python -m e2s_tf.train --config=multiscale|conformer|auto|... \
         --data_dir=data/tfrecords --workdir=runs/multiscale \
         [--config.train.num_steps=2000] [--profile_steps=100,110]
 
@@ -25,8 +25,9 @@ from e2s_tf import fileio  # pylint: disable=g-import-not-at-top,wrong-import-po
 from e2s_tf import train_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "A packaged config (multiscale, cnn, gan, testing:cnn) or a "
-    "config file (`--config.x=y` overrides).")
+    "config", None, "A packaged config (multiscale, conformer, cnn, gan, "
+    "conformer_gan, testing:cnn), `auto` (the default decoder of --data_dir's "
+    "kind of embedder) or a config file (`--config.x=y` overrides).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Output of e2s_tf.preprocess.",
                                 required=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and TensorBoard.",
@@ -61,7 +62,16 @@ def parse_flags(argv):
   parsing: an unknown field raises AttributeError/KeyError there, and a
   config file that fails to load only says so when its value is read.
   """
-  argv = configs.resolve_argv(argv)
+  try:
+    resolved = configs.resolve_argv(argv)
+  except (ValueError, FileNotFoundError) as e:
+    _fail(e)
+  for before, after in zip(argv, resolved):
+    if before.split("=", 1)[-1].partition(":")[0] == configs.AUTO:
+      chosen = os.path.basename(after.split("=", 1)[-1].partition(":")[0])
+      print(f"{PROGRAM}: --config=auto is {os.path.splitext(chosen)[0]} (the "
+            "default decoder of this dataset's kind of embedder)", flush=True)
+  argv = resolved
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:

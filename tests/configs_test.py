@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from e2s_tf import configs
 
 
@@ -38,3 +40,35 @@ def test_unknown_values_stay_as_given_for_the_loader_to_report(tmp_path,
       "--x=1"]
   assert configs.resolve_argv(["prog", "--config", "gan"])[2] == (
       os.path.join(configs.PACKAGE_DIR, "gan.py"))
+
+
+def _info(spec):
+  return {"embedder": {"spec": spec}}
+
+
+def test_the_kind_of_embedder_picks_the_default_decoder():
+  assert configs.embedder_kind(_info("logmel")) == "filterbank"
+  assert configs.embedder_kind(_info("mfcc")) == "cepstral"
+  for spec in ("npy", "savedmodel:/x/encoder", "onnx:/x/hubert.onnx"):
+    assert configs.embedder_kind(_info(spec)) == "learned"
+  assert set(configs.DEFAULT_DECODERS) == {"filterbank", "cepstral",
+                                           "learned"}
+  assert set(configs.DEFAULT_DECODERS.values()) <= set(configs.available())
+
+
+def test_auto_reads_the_dataset_info_of_data_dir(speech_data, tmp_path):
+  chosen = configs.DEFAULT_DECODERS["filterbank"]  # speech_data is logmel
+  packaged = os.path.join(configs.PACKAGE_DIR, f"{chosen}.py")
+  for argv in (["prog", "--config=auto", f"--data_dir={speech_data}"],
+               ["prog", f"--data_dir={speech_data}", "--config", "auto"],
+               ["prog", "--config=auto", "--data_dir", speech_data]):
+    resolved = configs.resolve_argv(argv)
+    assert packaged in resolved or f"--config={packaged}" in resolved, resolved
+  assert configs.resolve_argv(
+      ["prog", "--config=auto:x", f"--data_dir={speech_data}"])[1] == (
+          f"--config={packaged}:x")
+  with pytest.raises(ValueError, match="give --data_dir"):
+    configs.resolve_argv(["prog", "--config=auto"])
+  with pytest.raises(FileNotFoundError, match="dataset_info.json"):
+    configs.resolve_argv(["prog", "--config=auto",
+                          f"--data_dir={tmp_path}"])

@@ -165,6 +165,25 @@ class ModelsTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllEqual(out[i, length:], np.zeros_like(out[i, length:]))
 
   @parameterized.named_parameters(*NAMES)
+  def test_starts_at_the_mean_spectrum_and_outliers_do_not_blow_it_up(
+      self, name):
+    # Without a filterbank prior (info None, as for a learned embedder) the
+    # untrained decoder outputs 0 in normalised units: the train split's
+    # mean log-spectrum, whatever the input.
+    model = build(name)
+    batch = padded_batch(garbage=1e3)
+    embedding = batch["embedding"].numpy()
+    embedding[..., 0] *= 40.0  # one outlying dimension, 40 std out
+    batch["embedding"] = tf.constant(embedding)
+    out = model(batch["embedding"], batch["mask"]).numpy()
+    self.assertAllEqual(out, np.zeros_like(out))
+    compile_model(model, learning_rate=3e-3)
+    step = tf.function(model.train_step)
+    start = float(model.probe_loss(batch))
+    worst = max(float(step(batch)["loss"]) for _ in range(10))
+    self.assertLess(worst, 1.5 * start)
+
+  @parameterized.named_parameters(*NAMES)
   def test_runs_on_any_length_without_mask(self, name):
     model = build(name)
     for frames in (1, 2, 29):

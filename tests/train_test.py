@@ -320,6 +320,21 @@ def test_cli_trains_with_overrides(data_dir, tmp_path):
       "'no_such_field'")
 
 
+def test_cli_auto_config_follows_the_dataset(data_dir, tmp_path):
+  # speech_data is logmel: `auto` is the filterbank kind's default decoder.
+  from e2s_tf import configs  # pylint: disable=g-import-not-at-top
+  chosen = configs.DEFAULT_DECODERS["filterbank"]
+  run = _cli(data_dir, tmp_path / "auto", "--config.train.num_steps=1",
+             "--config.train.eval_every=100", "--config.model.channels=8",
+             config="auto")
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert f"--config=auto is {chosen}" in run.stdout
+  with open(tmp_path / "auto" / "config.json") as f:
+    assert json.load(f)["model"]["name"] == chosen
+  missing = _cli(tmp_path / "nothing", tmp_path / "w2", config="auto")
+  assert "dataset_info.json not found" in _error_line(missing)
+
+
 def test_config_errors_are_one_line(data_dir, tmp_path):
   workdir = tmp_path / "w"
   # A model switched by overriding its name keeps the other model's fields.

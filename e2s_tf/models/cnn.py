@@ -65,7 +65,10 @@ class CnnDecoder(base.SequenceDecoder):
                                                    name=f"norm_{i}")
                    for i in range(num_layers)] if layer_norm else [])
     self.dropout = keras.layers.Dropout(dropout, seed=seed, dtype=policy)
+    # Starts at zero: the untrained decoder outputs the train split's mean
+    # log-spectrum (0 in normalised units), a stable start for any embedder.
     self.output_conv = layers.MaskedConv1D(num_bins, output_kernel_size,
+                                           kernel_initializer="zeros",
                                            dtype=policy, name="output")
 
   def decode(self, x, mask, speaker_vector, training):

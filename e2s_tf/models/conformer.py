@@ -65,7 +65,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.ffn_multiplier = 2
   # Kernel size (frames) of the depthwise convolution of the conv module.
   config.conv_kernel_size = 15
-  # Dropout rate on every residual branch and the attention weights.
+  # Dropout rate on every residual branch.
   config.dropout = 0.1
   # The normalised embedding is clipped to [-input_clip, input_clip] before
   # the network (0 disables).
@@ -144,23 +144,62 @@ class ConvolutionModule(keras.layers.Layer):
     return self.dropout(self.project(h), training=training)
 
 
-def attention_mask(mask: tf.Tensor, window: int) -> tf.Tensor:
-  """`[B, T]` frame mask -> `[B, T, T]` bool: query t may attend to key s
-  when s is a valid frame (and |t - s| <= window, for window > 0)."""
-  valid = mask > 0
-  allowed = tf.logical_and(valid[:, tf.newaxis, :],
-                           tf.ones_like(valid)[:, :, tf.newaxis])
+def attention_bias(mask: tf.Tensor, window: int) -> tf.Tensor:
+  """`[B, T]` frame mask -> additive attention bias `[B, 1, 1 or T, T]`
+  float32: 0 where query t may attend to key s (s valid, and |t - s| <=
+  window for window > 0), -1e9 elsewhere."""
+  blocked = tf.cast(mask <= 0, tf.float32)[:, tf.newaxis, tf.newaxis, :]
   if window > 0:
     positions = tf.range(tf.shape(mask)[1])
-    distance = tf.abs(positions[:, tf.newaxis] - positions[tf.newaxis, :])
-    allowed = tf.logical_and(allowed, (distance <= window)[tf.newaxis])
-  return allowed
+    far = tf.cast(tf.abs(positions[:, tf.newaxis] - positions[tf.newaxis, :])
+                  > window, tf.float32)
+    blocked = tf.minimum(blocked + far[tf.newaxis, tf.newaxis], 1.0)
+  return -1e9 * blocked
+
+
+class SelfAttention(keras.layers.Layer):
+  """Multi-head scaled dot-product self-attention over frames.
+
+  Call: `(x [B, T, C], bias [B, 1, 1 or T, T] additive, float32)` ->
+  `[B, T, C]`. The logits and their softmax are float32 under any dtype
+  policy. Written out (one fused projection to queries, keys and values, two
+  batched matmuls) rather than keras.layers.MultiHeadAttention: with a
+  `[B, T, T]` mask and its einsums that took twice the time per training
+  step of this on 2 CPU cores (0.31 s of 0.62 s for a 6000-frame batch of
+  the default conformer).
+  """
+
+  def __init__(self, channels: int, heads: int, **kwargs):
+    super().__init__(**kwargs)
+    self.channels, self.heads = channels, heads
+    self.depth = channels // heads
+    policy = self.dtype_policy
+    self.qkv = keras.layers.Dense(3 * channels, dtype=policy, name="qkv")
+    self.output_projection = keras.layers.Dense(channels, dtype=policy,
+                                                name="output")
+
+  def build(self, input_shape):
+    self.qkv.build(input_shape)
+    self.output_projection.build(input_shape)
+
+  def call(self, x, bias):
+    batch, frames = tf.shape(x)[0], tf.shape(x)[1]
+    qkv = tf.reshape(self.qkv(x),
+                     [batch, frames, 3, self.heads, self.depth])
+    qkv = tf.transpose(qkv, [2, 0, 3, 1, 4])  # [3, B, H, T, d]
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    logits = tf.matmul(tf.cast(q, tf.float32), tf.cast(k, tf.float32),
+                       transpose_b=True) * (self.depth ** -0.5)
+    weights = tf.cast(tf.nn.softmax(logits + bias, axis=-1), v.dtype)
+    out = tf.transpose(tf.matmul(weights, v), [0, 2, 1, 3])
+    return self.output_projection(
+        tf.reshape(out, [batch, frames, self.channels]))
 
 
 class ConformerBlock(keras.layers.Layer):
   """½FFN, self-attention (optional), conv module, ½FFN, LayerNorm; every
-  branch residual. Call: `(x [B, T, C], mask [B, T], attention [B, T, T]
-  bool or None)` -> `[B, T, C]`, zero on padding frames."""
+  branch residual. Call: `(x [B, T, C], mask [B, T], bias: attention_bias
+  or None)` -> `[B, T, C]`, zero on padding frames."""
 
   def __init__(self, channels: int, heads: int, ffn_multiplier: int,
                conv_kernel_size: int, dropout: float, seed: int, **kwargs):
@@ -172,9 +211,8 @@ class ConformerBlock(keras.layers.Layer):
     if heads:
       self.attention_norm = keras.layers.LayerNormalization(
           dtype=policy, name="attention_norm")
-      self.attention = keras.layers.MultiHeadAttention(
-          heads, channels // heads, dropout=dropout, seed=seed, dtype=policy,
-          name="attention")
+      self.attention = SelfAttention(channels, heads, dtype=policy,
+                                     name="attention")
       self.attention_dropout = keras.layers.Dropout(dropout, seed=seed,
                                                     dtype=policy)
     self.conv = ConvolutionModule(channels, conv_kernel_size, dropout, seed,
@@ -188,16 +226,15 @@ class ConformerBlock(keras.layers.Layer):
     self.ffn_in.build(shape)
     if self.attention is not None:
       self.attention_norm.build(shape)
-      self.attention.build(shape, shape)
+      self.attention.build(shape)
     self.conv.build(shape)
     self.ffn_out.build(shape)
     self.norm.build(shape)
 
-  def call(self, x, mask, attention=None, training=False):
+  def call(self, x, mask, bias=None, training=False):
     x = x + 0.5 * self.ffn_in(x, training=training)
     if self.attention is not None:
-      h = self.attention_norm(x)
-      h = self.attention(h, h, attention_mask=attention, training=training)
+      h = self.attention(self.attention_norm(x), bias)
       x = x + self.attention_dropout(h, training=training)
     x = x + self.conv(x, mask, training=training)
     x = x + 0.5 * self.ffn_out(x, training=training)
@@ -257,10 +294,10 @@ class ConformerDecoder(base.SequenceDecoder):
     if self.input_clip > 0:
       x = tf.clip_by_value(x, -self.input_clip, self.input_clip)
     h = layers.apply_mask(self.input_conv(x, mask), mask)
-    attention = (attention_mask(mask, self.attention_window)
-                 if self.with_attention else None)
+    bias = (attention_bias(mask, self.attention_window)
+            if self.with_attention else None)
     for i, block in enumerate(self.blocks):
-      h = block(h, mask, attention, training=training)
+      h = block(h, mask, bias, training=training)
       h = self.speaker.film(i, h, speaker_vector)
     spectrogram = self.output_dense(self.output_norm(h))
     if self.skip is not None:
