@@ -27,6 +27,7 @@ sees how much size, time and context buy.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -44,7 +45,6 @@ from e2s_tf import fileio
 from e2s_tf import preprocess_lib
 from e2s_tf import records
 from e2s_tf import train_lib
-from e2s_tf.configs import base as base_config
 from e2s_tf.configs import testing as testing_config
 from e2s_tf.experiments import common
 
@@ -172,7 +172,7 @@ def decoder_config(decoder: str, minutes: float, quick: bool,
   """The packaged config of `decoder` for a run of `minutes` (the learning
   rate decays with the wall clock), with an ablation `variant` applied."""
   config = (testing_config.get_config(decoder) if quick else
-            base_config.get_config(decoder))
+            importlib.import_module(f"e2s_tf.configs.{decoder}").get_config())
   t = config.train
   t.max_minutes = minutes
   # The budget ends the run; the decay follows the clock (schedule.py).
