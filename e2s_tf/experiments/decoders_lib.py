@@ -21,8 +21,8 @@ resolution spectrogram discriminators) fill the rest.
 
 The ablation (one embedder, one decoder) trains the decoder at half and
 double width, for double the time, and without its context (conformer:
-no attention; multiscale: one block of short branches), so that a reader
-sees how much size, time and context buy.
+no attention; multiscale: one block of short branches; cnn: kernels of one
+frame), so that a reader sees how much size, time and context buy.
 """
 
 from __future__ import annotations
@@ -68,6 +68,15 @@ COLUMNS = (("embedder", "embedder", ""), ("decoder", "decoder", ""),
            ("speaker_id_accuracy", "spk ID ↑", ".2f"),
            ("speaker_cosine", "spk cos ↑", ".3f"))
 ABLATION_COLUMNS = (("variant", "variant", ""),) + COLUMNS[2:]
+
+# What the `no_context` variant takes away, per decoder.
+_NO_CONTEXT = {
+    "conformer": "no attention, only the convolution modules",
+    "conformer_gan": "no attention, only the convolution modules",
+    "multiscale": "one block of one 3-frame branch",
+    "gan": "one block of one 3-frame branch",
+    "cnn": "kernels of one frame: each output frame sees its input frame only",
+}
 
 # Scores by which the default decoder of an embedder is chosen: the mean
 # rank over these (lower is better for the first two).
@@ -194,8 +203,8 @@ def decoder_config(decoder: str, minutes: float, quick: bool,
     elif "branch_kernel_sizes" in m:
       m.num_blocks = 1
       m.branch_kernel_sizes, m.branch_dilations = (3,), (1,)
-    else:
-      m.num_layers, m.kernel_size = 1, 1
+    else:  # cnn: the same layers, each on one frame only
+      m.kernel_size = 1
   elif variant != "base":
     raise ValueError(f"unknown variant {variant!r}; known: base, "
                      f"{', '.join(ABLATIONS)}")
@@ -412,8 +421,8 @@ def _write_report(path: str, results: Mapping[str, Any]) -> None:
     lines += ["", f"## Ablation: `{first['decoder']}` on `{first['embedder']}`",
               "",
               "half / double: half / double the channels; double_time: twice "
-              "the budget; no_context: the decoder without its long context "
-              "(conformer: no attention, only the convolution modules).", "",
+              "the budget; no_context: the decoder without its context ("
+              + _NO_CONTEXT.get(first["decoder"], "") + ").", "",
               common.markdown_table(ABLATION_COLUMNS, results["ablation"])]
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w") as f:
