@@ -80,6 +80,16 @@ def test_config_json_round_trip_and_old_field_names(tmp_path):
   assert old.model.adversarial_start_step == 500
   assert old.train.lr_warmup_steps == 200
   assert "warmup_steps" not in old.model and "warmup_steps" not in old.train
+  # A multiscale run from before `input_clip` reads back without the clip
+  # (it trained without one), so its workdir still exports.
+  from e2s_tf import models  # pylint: disable=g-import-not-at-top
+  before = models.default_model_config("multiscale").to_dict()
+  del before["input_clip"]
+  (tmp_path / "config.json").write_text(json.dumps(
+      {"model": before, "data": {"embedding_dim": 4, "num_bins": 5}}))
+  old = configio.read(str(tmp_path))
+  assert old.model.input_clip == 0.0
+  assert models.model_config_problem(old) is None
 
 
 def test_restore_names_a_checkpoint_that_does_not_fit(tmp_path):

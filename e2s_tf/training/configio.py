@@ -23,6 +23,15 @@ RENAMED_FIELDS = (
 )
 
 
+# Fields added since: (section, a field that was there before it, the new
+# field, the value that gives a run without it its old behaviour).
+ADDED_FIELDS = (
+    # The multiscale decoder (and the gan's generator) clip their input
+    # since the decoders-for-learned-embeddings change; older runs did not.
+    ("model", "projection_steps", "input_clip", 0.0),
+)
+
+
 def to_json(config: ml_collections.ConfigDict) -> str:
   """The config as the JSON text of config.json (sorted keys)."""
   return json.dumps(config.to_dict(), indent=1, sort_keys=True, default=list)
@@ -30,11 +39,16 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 def upgrade(values: dict) -> dict:
   """A config dict of an older run with its renamed fields under their new
-  names (in place; returns it)."""
+  names and its later-added fields at their old behaviour (in place;
+  returns it)."""
   for section, old, new in RENAMED_FIELDS:
     part = values.get(section)
     if isinstance(part, dict) and old in part and new not in part:
       part[new] = part.pop(old)
+  for section, marker, new, value in ADDED_FIELDS:
+    part = values.get(section)
+    if isinstance(part, dict) and marker in part and new not in part:
+      part[new] = value
   return values
 
 
