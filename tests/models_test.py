@@ -442,3 +442,14 @@ class FilterbankProjectionTest(tf.test.TestCase):
       total = tf.reduce_sum(self.prior.project(s, tf.constant(self.e), 8))
     grad = tape.gradient(total, s)
     self.assertTrue(np.all(np.isfinite(grad)) and np.abs(grad).sum() > 0)
+
+
+def test_conformer_attention_sees_valid_keys_within_the_window():
+  from e2s_tf.models import conformer  # pylint: disable=g-import-not-at-top
+  mask = tf.constant([[1.0, 1.0, 1.0, 0.0]])
+  full = conformer.attention_allowed(mask, 0).numpy()
+  assert full.shape == (1, 1, 1, 4)
+  np.testing.assert_array_equal(full[0, 0, 0], [True, True, True, False])
+  banded = conformer.attention_allowed(mask, 1).numpy()[0, 0]
+  np.testing.assert_array_equal(banded, [[1, 1, 0, 0], [1, 1, 1, 0],
+                                         [0, 1, 1, 0], [0, 0, 1, 0]])

@@ -144,24 +144,25 @@ class ConvolutionModule(keras.layers.Layer):
     return self.dropout(self.project(h), training=training)
 
 
-def attention_bias(mask: tf.Tensor, window: int) -> tf.Tensor:
-  """`[B, T]` frame mask -> additive attention bias `[B, 1, 1 or T, T]`
-  float32: 0 where query t may attend to key s (s valid, and |t - s| <=
-  window for window > 0), -1e9 elsewhere."""
-  blocked = tf.cast(mask <= 0, tf.float32)[:, tf.newaxis, tf.newaxis, :]
+def attention_allowed(mask: tf.Tensor, window: int) -> tf.Tensor:
+  """`[B, T]` frame mask -> `[B, 1, 1 or T, T]` bool: query t may attend to
+  key s when s is a valid frame (and |t - s| <= window, for window > 0).
+  Bool, not an additive float bias: Keras would cast a float argument to
+  float16 under mixed precision, where -1e9 is -inf."""
+  allowed = (mask > 0)[:, tf.newaxis, tf.newaxis, :]
   if window > 0:
     positions = tf.range(tf.shape(mask)[1])
-    far = tf.cast(tf.abs(positions[:, tf.newaxis] - positions[tf.newaxis, :])
-                  > window, tf.float32)
-    blocked = tf.minimum(blocked + far[tf.newaxis, tf.newaxis], 1.0)
-  return -1e9 * blocked
+    near = (tf.abs(positions[:, tf.newaxis] - positions[tf.newaxis, :])
+            <= window)
+    allowed = tf.logical_and(allowed, near[tf.newaxis, tf.newaxis])
+  return allowed
 
 
 class SelfAttention(keras.layers.Layer):
   """Multi-head scaled dot-product self-attention over frames.
 
-  Call: `(x [B, T, C], bias [B, 1, 1 or T, T] additive, float32)` ->
-  `[B, T, C]`. The logits and their softmax are float32 under any dtype
+  Call: `(x [B, T, C], allowed [B, 1, 1 or T, T] bool, see
+  attention_allowed)` -> `[B, T, C]`. The logits and their softmax are float32 under any dtype
   policy. Written out (one fused projection to queries, keys and values, two
   batched matmuls) rather than keras.layers.MultiHeadAttention: with a
   `[B, T, T]` mask and its einsums that took twice the time per training
@@ -182,7 +183,8 @@ class SelfAttention(keras.layers.Layer):
     self.qkv.build(input_shape)
     self.output_projection.build(input_shape)
 
-  def call(self, x, bias):
+  def call(self, x, allowed):
+    bias = tf.where(allowed, 0.0, -1e9)  # float32 whatever the policy
     batch, frames = tf.shape(x)[0], tf.shape(x)[1]
     qkv = tf.reshape(self.qkv(x),
                      [batch, frames, 3, self.heads, self.depth])
@@ -198,8 +200,8 @@ class SelfAttention(keras.layers.Layer):
 
 class ConformerBlock(keras.layers.Layer):
   """½FFN, self-attention (optional), conv module, ½FFN, LayerNorm; every
-  branch residual. Call: `(x [B, T, C], mask [B, T], bias: attention_bias
-  or None)` -> `[B, T, C]`, zero on padding frames."""
+  branch residual. Call: `(x [B, T, C], mask [B, T], allowed:
+  attention_allowed or None)` -> `[B, T, C]`, zero on padding frames."""
 
   def __init__(self, channels: int, heads: int, ffn_multiplier: int,
                conv_kernel_size: int, dropout: float, seed: int, **kwargs):
@@ -231,10 +233,10 @@ class ConformerBlock(keras.layers.Layer):
     self.ffn_out.build(shape)
     self.norm.build(shape)
 
-  def call(self, x, mask, bias=None, training=False):
+  def call(self, x, mask, allowed=None, training=False):
     x = x + 0.5 * self.ffn_in(x, training=training)
     if self.attention is not None:
-      h = self.attention(self.attention_norm(x), bias)
+      h = self.attention(self.attention_norm(x), allowed)
       x = x + self.attention_dropout(h, training=training)
     x = x + self.conv(x, mask, training=training)
     x = x + 0.5 * self.ffn_out(x, training=training)
@@ -294,10 +296,10 @@ class ConformerDecoder(base.SequenceDecoder):
     if self.input_clip > 0:
       x = tf.clip_by_value(x, -self.input_clip, self.input_clip)
     h = layers.apply_mask(self.input_conv(x, mask), mask)
-    bias = (attention_bias(mask, self.attention_window)
-            if self.with_attention else None)
+    allowed = (attention_allowed(mask, self.attention_window)
+               if self.with_attention else None)
     for i, block in enumerate(self.blocks):
-      h = block(h, mask, bias, training=training)
+      h = block(h, mask, allowed, training=training)
       h = self.speaker.film(i, h, speaker_vector)
     spectrogram = self.output_dense(self.output_norm(h))
     if self.skip is not None:
