@@ -164,10 +164,10 @@ class SelfAttention(keras.layers.Layer):
   Call: `(x [B, T, C], allowed [B, 1, 1 or T, T] bool, see
   attention_allowed)` -> `[B, T, C]`. The logits and their softmax are float32 under any dtype
   policy. Written out (one fused projection to queries, keys and values, two
-  batched matmuls) rather than keras.layers.MultiHeadAttention: with a
-  `[B, T, T]` mask and its einsums that took twice the time per training
-  step of this on 2 CPU cores (0.31 s of 0.62 s for a 6000-frame batch of
-  the default conformer).
+  batched matmuls, a key mask that broadcasts) rather than
+  keras.layers.MultiHeadAttention with a `[B, T, T]` mask: on 2 CPU cores,
+  for a 6000-frame batch of the default conformer, the attention's share of
+  a training step fell from 0.31 s (of 0.62 s) to 0.23 s (of 0.54 s).
   """
 
   def __init__(self, channels: int, heads: int, **kwargs):
