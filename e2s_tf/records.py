@@ -16,6 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 DATASET_INFO = "dataset_info.json"
+# The layout of dataset_info.json and of the records (tfrecords/README.md):
+# 3 adds `text` to the records; 2 added the frame mapping.
+SCHEMA_VERSION = 3
 REJECTED_REPORT = "rejected.jsonl"
 SPLITS = ("train", "valid", "test")
 SHARD_SUFFIX = ".tfrecord"
@@ -34,6 +37,10 @@ FEATURES = {
     "embedding": tf.io.FixedLenFeature([], tf.string),
     "log_stft": tf.io.FixedLenFeature([], tf.string),
     "audio": tf.io.FixedLenFeature([], tf.string),
+    # What was said (the manifest's `text`, UTF-8); empty when the manifest
+    # has none, for a piece of a longer item, and in records written before
+    # dataset_info.json version 3.
+    "text": tf.io.FixedLenFeature([], tf.string, default_value=b""),
 }
 
 
@@ -51,7 +58,7 @@ def _raw(a: np.ndarray) -> bytes:
 
 def serialize_example(item_id: str, embedding: np.ndarray, log_stft: np.ndarray,
                       audio: np.ndarray, speaker: str = "",
-                      speaker_index: int = -1) -> bytes:
+                      speaker_index: int = -1, text: str = "") -> bytes:
   """Serialises one item. `embedding` [T_e, D] on the embedder's grid,
   `log_stft` [T, F], `audio` [N].
 
@@ -76,6 +83,7 @@ def serialize_example(item_id: str, embedding: np.ndarray, log_stft: np.ndarray,
       "embedding": _bytes(_raw(embedding)),
       "log_stft": _bytes(_raw(log_stft)),
       "audio": _bytes(_raw(audio)),
+      "text": _bytes((text or "").encode("utf-8")),
   }
   return tf.train.Example(
       features=tf.train.Features(feature=feature)).SerializeToString()
@@ -86,7 +94,8 @@ def parse_example(serialized: tf.Tensor, with_audio: bool = False
   """Parses one serialised example into tensors.
 
   Returns:
-    dict with `id` (string), `speaker` (string), `speaker_index` (int32),
+    dict with `id` (string), `speaker` (string), `text` (string, empty when
+    unknown), `speaker_index` (int32),
     `length` (int32 STFT frames T), `embedding_length` (int32 frames T_e of
     the embedding on its own grid), `embedding` [T_e, D] f32, `log_stft`
     [T, F] f32, and `audio` [N] f32 when `with_audio`.
@@ -100,6 +109,7 @@ def parse_example(serialized: tf.Tensor, with_audio: bool = False
   out = {
       "id": f["id"],
       "speaker": f["speaker"],
+      "text": f["text"],
       "speaker_index": tf.cast(f["speaker_index"], tf.int32),
       "length": t,
       "embedding_length": t_e,
@@ -187,7 +197,7 @@ def read_examples(paths: Sequence[str], with_audio: bool = False
   """The examples of `paths`, in order, parsed into NumPy values.
 
   Yields:
-    dicts as `parse_example`'s, with `id` and `speaker` as `str` (UTF-8,
+    dicts as `parse_example`'s, with `id`, `speaker` and `text` as `str` (UTF-8,
     undecodable bytes replaced), `speaker_index` and `length` as `int`, and
     the arrays as `np.ndarray`.
 
@@ -197,7 +207,7 @@ def read_examples(paths: Sequence[str], with_audio: bool = False
   for raw in iterate_records(paths):
     ex = parse_example(raw, with_audio=with_audio)
     out = {k: v.numpy() for k, v in ex.items()}
-    for key in ("id", "speaker"):
+    for key in ("id", "speaker", "text"):
       out[key] = out[key].decode("utf-8", errors="replace")
     for key in ("speaker_index", "length", "embedding_length"):
       out[key] = int(out[key])

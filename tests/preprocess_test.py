@@ -90,6 +90,8 @@ def test_stored_log_stft_equals_numpy_recomputation(logmel_data, tiny_corpus):
       assert ex["embedding"].shape == (t, 64)
       assert ex["audio"].shape == (CONFIG.num_samples(t),)
       _assert_same_log_stft(ex["log_stft"], spectral.numpy_log_stft(ex["audio"]))
+      # What was said travels with the item (the content judge's targets).
+      assert ex["text"] == items[item_id]["text"] and ex["text"]
       # The stored audio is the decoded file, cut to the samples the frames
       # cover.
       source = audio_lib.load_audio(items[item_id]["audio"], CONFIG.sample_rate)
@@ -569,7 +571,8 @@ def long_case(tiny_corpus, tmp_path_factory):
     np.save(root / f"{name}.npy", logmel.embed(decoded, {"id": name}))
     whole[name] = decoded
     lines.append({"id": name, "audio": str(root / f"{name}.wav"),
-                  "speaker": speaker, "embedding": str(root / f"{name}.npy")})
+                  "speaker": speaker, "embedding": str(root / f"{name}.npy"),
+                  "text": "the words of the whole item"})
   manifest = _write_lines(root / "manifest.jsonl", lines)
   settings = dict(split_by="speaker", valid_fraction=0.34, test_fraction=0.34,
                   seed=0, num_workers=1, progress=False, max_item_seconds=16.0)
@@ -630,6 +633,7 @@ def test_pieces_stay_in_their_items_split_and_frames(long_case):
       seen.add(item_id)
       if item_id not in rows:
         continue
+      assert ex["text"] == ""  # a piece's part of its item's text is unknown
       # A piece is the item's frames from its first sample's frame on.
       first = int(round(rows[item_id]["start"] * 16000))
       t = int(ex["length"])

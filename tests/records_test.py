@@ -52,13 +52,30 @@ def test_read_examples_gives_numpy_values_in_order(tmp_path):
                 log_stft=rng.standard_normal((frames, 6)).astype(np.float32),
                 audio=rng.standard_normal(100 + frames).astype(np.float32))
       w.write(records.serialize_example(f"a/{i}", speaker="spk\u00e9",
-                                        speaker_index=i, **ex))
+                                        speaker_index=i,
+                                        text="" if i else "Caf\u00e9 ol\u00e9.",
+                                        **ex))
       written.append(ex)
   got = list(records.read_examples([path], with_audio=True))
   assert [(g["id"], g["speaker"], g["speaker_index"], g["length"])
           for g in got] == [("a/0", "spk\u00e9", 0, 3),
                             ("a/1", "spk\u00e9", 1, 5)]
+  assert [g["text"] for g in got] == ["Caf\u00e9 ol\u00e9.", ""]
   for g, ex in zip(got, written):
     for key, value in ex.items():
       np.testing.assert_array_equal(g[key], value)
   assert "audio" not in next(records.read_examples([path]))
+
+
+def test_records_without_text_read_as_empty_text(tmp_path):
+  """Records written before `text` (schema 2) parse, with text ''."""
+  path = str(tmp_path / "old.tfrecord")
+  serialized = records.serialize_example(
+      "a", np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32),
+      np.zeros(10, np.float32), text="dropped below")
+  example = tf.train.Example.FromString(serialized)
+  del example.features.feature["text"]
+  with tf.io.TFRecordWriter(path) as w:
+    w.write(example.SerializeToString())
+  (got,) = records.read_examples([path])
+  assert got["text"] == "" and got["id"] == "a"

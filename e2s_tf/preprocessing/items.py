@@ -197,7 +197,9 @@ def process_item(item: Mapping[str, Any], embedder: embedders.Embedder,
       item_id=item_id, split=item.get("_split", ""),
       example=records.serialize_example(
           item_id, embedding, log_stft, audio,
-          speaker=item.get("speaker") or "", speaker_index=speaker_index),
+          speaker=item.get("speaker") or "", speaker_index=speaker_index,
+          # A piece says only part of its item's text: none is kept.
+          text="" if piece is not None else str(item.get("text") or "")),
       num_frames=frames, num_samples=int(audio.shape[0]),
       trimmed_frames=trimmed,
       source=piece["source"] if piece is not None else "",

@@ -115,7 +115,9 @@ class Settings:
 
   def fingerprinted(self) -> dict[str, Any]:
     """The settings that make a dataset (what its fingerprint covers)."""
-    return dict(embedder=self.embedder_spec,
+    # The schema version too: a re-run after a schema change rebuilds.
+    return dict(schema_version=records.SCHEMA_VERSION,
+                embedder=self.embedder_spec,
                 options=dict(self.embedder_options or {}),
                 stft=self.config.to_dict(), split_by=self.split_by,
                 valid_fraction=self.valid_fraction,

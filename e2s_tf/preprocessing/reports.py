@@ -19,8 +19,9 @@ from e2s_tf.preprocessing.stats import Summary
 
 # The fields of a rejected.jsonl line, in their order.
 REJECTED_FIELDS = ("id", "split", "reason", "detail")
-# The schema version of dataset_info.json.
-VERSION = 2
+# The schema version of dataset_info.json and its records (3: records carry
+# `text`; 2: no `text`; 1: no `frame_mapping`).
+VERSION = records.SCHEMA_VERSION
 
 
 def failure_report(plan: Plan) -> str:
