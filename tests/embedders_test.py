@@ -97,8 +97,8 @@ def test_grid_dict_round_trip_and_validation():
 # ------------------------------------------------------------- registry
 
 
-def test_registry_lists_the_five_embedders():
-  assert embedders.available() == ["logmel", "mfcc", "npy", "onnx",
+def test_registry_lists_the_six_embedders():
+  assert embedders.available() == ["energy", "logmel", "mfcc", "npy", "onnx",
                                    "savedmodel"]
 
 
@@ -252,6 +252,25 @@ def test_nonnegative_least_squares_matches_an_active_set_solution():
 
 
 # ----------------------------------------------------------------- mfcc
+
+
+def test_energy_is_the_log_rms_magnitude_of_each_frame():
+  x = _signal(SAMPLES)
+  energy = embedders.get_embedder("energy", CONFIG)
+  features = energy.embed(x, _item())
+  assert energy.dim == 1 and energy.grid == embedders.Grid.from_stft(CONFIG)
+  magnitude = np.exp(spectral.numpy_log_stft(x, CONFIG)).astype(np.float64)
+  expected = np.log(np.sqrt(np.mean(np.square(magnitude), axis=-1)))
+  assert features.shape == (CONFIG.num_frames(SAMPLES), 1)
+  np.testing.assert_allclose(features[:, 0], expected, atol=1e-4)
+  # Twice the amplitude is ln 2 more in every frame; silence sits at the floor.
+  np.testing.assert_allclose(energy.embed(2 * x, _item()), features + np.log(2),
+                             atol=1e-4)
+  np.testing.assert_allclose(energy.embed(np.zeros(SAMPLES, np.float32),
+                                          _item()), np.log(1e-5), atol=1e-6)
+  assert not energy.analytic_inverse
+  from e2s_tf import configs  # pylint: disable=g-import-not-at-top
+  assert configs.embedder_kind({"embedder": energy.describe()}) == "learned"
 
 
 def test_mfcc_is_the_truncated_dct_of_logmel():

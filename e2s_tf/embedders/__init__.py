@@ -1,12 +1,13 @@
 """Embedders: waveform -> frame-level embeddings `[frames, dim]` on a grid.
 
-    embedder = get_embedder("logmel", stft_config)  # mfcc, npy, onnx:PATH,
-                                                    # savedmodel:PATH
+    embedder = get_embedder("logmel", stft_config)  # mfcc, energy, npy,
+                                                    # onnx:PATH, savedmodel:PATH
     features = embedder.embed(audio, item)          # [frames, embedder.dim]
 
 Importing this package registers every embedder module below.
 """
 
+from e2s_tf.embedders import energy
 from e2s_tf.embedders import logmel
 from e2s_tf.embedders import mfcc
 from e2s_tf.embedders import npy
@@ -26,5 +27,5 @@ __all__ = [
     "Embedder", "EmbedderError", "Grid", "available", "embedder_class",
     "from_description",
     "get_embedder", "register", "write_embedder_json", "logmel", "mfcc", "npy",
-    "onnx", "savedmodel",
+    "onnx", "savedmodel", "energy",
 ]
