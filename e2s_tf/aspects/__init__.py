@@ -1,0 +1,1 @@
+"""Aspect metrics: what a reconstruction keeps of content, prosody, identity and naturalness."""
