@@ -10,6 +10,15 @@ corpus (e2s_tf.train_embedder, its default schedule, into
 `--embedder=savedmodel:<that export>`. Both share the encoder's workdir, so
 the second of them only exports.
 
+Then the judges of the evaluation's profile are trained on the decoder's
+train split (unless given): a speaker judge (e2s_tf.train_embedder with
+another seed than the embedder's, so it is never the inverted encoder) and a
+content judge (e2s_tf.train_content_judge, a CTC phone recogniser, when the
+manifest has `text`); and the floor: the same training config on the
+`energy` embedder (one number per frame) for `--floor_minutes`. The evaluate
+stage scores every system by aspect against them and places the model
+between the floor and the oracle (docs/FAQ.md: reading the profile).
+
 Every stage runs the project's own command line (printed before it runs) and
 records what it produced in <demo_dir>/.stamps/<stage>: a re-run skips the
 stages whose command and inputs are unchanged, so an interrupted demo goes on
@@ -48,7 +57,7 @@ _SPLIT_BY = flags.DEFINE_string("split_by", "",
 _CONFIG = flags.DEFINE_string(
     "config", "auto",
     "Training config: `auto` (the default decoder of the embedder's kind: "
-    "multiscale for logmel and mfcc, conformer for learned encoders), a "
+    "multiscale for logmel and mfcc, cnn for learned encoders), a "
     "packaged name (multiscale, conformer, cnn, gan, conformer_gan) or a file.")
 _TRAIN_MINUTES = flags.DEFINE_float(
     "train_minutes", 14.0, "Wall-clock budget of the training stage.")
@@ -59,6 +68,21 @@ _UTTERANCES = flags.DEFINE_integer("utterances", 40,
                                    "Utterances per speaker of the corpus.")
 _NUM_WAV = flags.DEFINE_integer("num_wav", 8,
                                 "Held-out utterances to synthesise as WAV.")
+_SPEAKER_JUDGE = flags.DEFINE_string(
+    "speaker_judge", "", "An export of e2s_tf.train_embedder that scores "
+    "identity (default: one trained here on the train split).")
+_CONTENT_JUDGE = flags.DEFINE_string(
+    "content_judge", "", "An export of e2s_tf.train_content_judge that scores "
+    "phone error rates (default: one trained here when the manifest has text).")
+_WORD_JUDGE = flags.DEFINE_string(
+    "word_judge", "auto", "pocketsphinx | none | auto (pocketsphinx for "
+    "--audio_dir, taken to be English speech; none for the synthetic corpus, "
+    "which it cannot transcribe).")
+_FLOOR_MINUTES = flags.DEFINE_float(
+    "floor_minutes", 3.0, "Training budget of the floor (the same config on "
+    "the `energy` embedder; 0: no floor and no retention table).")
+_NUM_LISTEN = flags.DEFINE_integer(
+    "num_listen", 5, "Test items with players and spectrograms on report.html.")
 
 
 # Embedders the demo trains before preprocessing (a speaker encoder on the
@@ -67,6 +91,8 @@ _NUM_WAV = flags.DEFINE_integer("num_wav", 8,
 TRAINED_EMBEDDERS = {"speaker": None, "speaker20ms": 20}
 # The encoder's workdir in demo_dir, shared by the trained embedders.
 ENCODER_WORKDIR = "speaker_encoder"
+# The speaker judge's training seed (the encoder's is the config's, 0).
+SPEAKER_JUDGE_SEED = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,57 +235,110 @@ def _encoder_manifest(manifest, out, split_by):
       [it for it in items if splits[it["id"]] == "train"], out)
 
 
+def judge_commands(demo_dir: str, train_manifest: str,
+                   python: str = sys.executable) -> dict[str, list[str]]:
+  """The commands that train the evaluation's judges on `train_manifest`:
+  {"speaker_judge": ..., "content_judge": ...}; their exports are
+  <demo_dir>/<name>/export. The speaker judge takes another seed than the
+  demo's speaker encoder: a judge must not be the encoder it judges."""
+  out = {}
+  for name, module, extra in [
+      ("speaker_judge", "e2s_tf.train_embedder",
+       [f"--config.train.seed={SPEAKER_JUDGE_SEED}"]),
+      ("content_judge", "e2s_tf.train_content_judge", [])]:
+    workdir = os.path.join(demo_dir, name)
+    out[name] = [python, "-m", module, f"--manifest={train_manifest}",
+                 f"--workdir={workdir}",
+                 f"--export_dir={os.path.join(workdir, 'export')}", *extra]
+  return out
+
+
+def _has_text(manifest: str) -> bool:
+  from e2s_tf import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
+  return any(it.get("text") for it in manifest_lib.read_manifest(manifest))
+
+
 def main(argv):
   del argv
   py = sys.executable
   d = os.path.abspath(_DEMO_DIR.value)
   os.makedirs(d, exist_ok=True)
   started = time.time()
-  encoder_manifest = os.path.join(d, "speaker_encoder_manifest.jsonl")
-  encoder = encoder_stage(_EMBEDDER.value, d, encoder_manifest, py)
-  total = 7 if encoder else 6
+  # The decoder's train split as a manifest: what the trained embedder and
+  # the judges learn from (the name is that of earlier demos' encoder).
+  train_manifest = os.path.join(d, "speaker_encoder_manifest.jsonl")
+  encoder = encoder_stage(_EMBEDDER.value, d, train_manifest, py)
   if _AUDIO_DIR.value:
     manifest = os.path.join(d, "manifest.jsonl")
-    cmd = [py, "-m", "e2s_tf.make_manifest", f"--audio_dir={_AUDIO_DIR.value}",
-           f"--out={manifest}", f"--layout={_LAYOUT.value}",
-           f"--vad={str(_VAD.value).lower()}"]
-    _stage(1, total, "manifest", cmd, [manifest], d)
+    first = ("manifest", [py, "-m", "e2s_tf.make_manifest",
+                          f"--audio_dir={_AUDIO_DIR.value}",
+                          f"--out={manifest}", f"--layout={_LAYOUT.value}",
+                          f"--vad={str(_VAD.value).lower()}"])
   else:
     manifest = os.path.join(d, "corpus", "manifest.jsonl")
-    cmd = [py, "-m", "e2s_tf.make_corpus", f"--out_dir={d}/corpus",
-           f"--speakers={_SPEAKERS.value}", f"--utterances={_UTTERANCES.value}"]
-    _stage(1, total, "corpus", cmd, [manifest], d)
+    first = ("corpus", [py, "-m", "e2s_tf.make_corpus",
+                        f"--out_dir={d}/corpus",
+                        f"--speakers={_SPEAKERS.value}",
+                        f"--utterances={_UTTERANCES.value}"])
+  with_floor = _FLOOR_MINUTES.value > 0
+  # corpus, [encoder], judges (2), preprocess, train, export, synthesize,
+  # [floor: preprocess, train, export], evaluate.
+  total = 8 + bool(encoder) + 3 * with_floor
+  counter = iter(range(1, total + 1))
 
+  def stage(name, command, outputs):
+    return _stage(next(counter), total, name, command, outputs, d)
+
+  stage(first[0], first[1], [manifest])
   data_dir = os.path.join(d, "tfrecords")
   split_by = default_split_by(_SPLIT_BY.value, _EMBEDDER.value,
                               _AUDIO_DIR.value, _LAYOUT.value)
+  _encoder_manifest(manifest, train_manifest, split_by)
   embedder = _EMBEDDER.value
-  stage = 2
   if encoder:
-    _encoder_manifest(manifest, encoder_manifest, split_by)
-    _stage(stage, total, encoder.stage, encoder.command,
-           [os.path.join(encoder.export_dir, "speaker_encoder.json")], d)
+    stage(encoder.stage, encoder.command,
+          [os.path.join(encoder.export_dir, "speaker_encoder.json")])
     embedder = encoder.embedder
-    stage += 1
+  judges = judge_commands(d, train_manifest, py)
+  speaker_judge = _SPEAKER_JUDGE.value
+  if not speaker_judge:
+    speaker_judge = os.path.join(d, "speaker_judge", "export")
+    stage("speaker_judge", judges["speaker_judge"],
+          [os.path.join(speaker_judge, "speaker_encoder.json")])
+  else:
+    print(f"[{next(counter)}/{total}] speaker_judge: {speaker_judge} (given)")
+  content_judge = _CONTENT_JUDGE.value
+  if not content_judge and _has_text(train_manifest):
+    content_judge = os.path.join(d, "content_judge", "export")
+    stage("content_judge", judges["content_judge"],
+          [os.path.join(content_judge, "content_judge.json")])
+  else:
+    print(f"[{next(counter)}/{total}] content_judge: " + (
+        f"{content_judge} (given)" if content_judge else
+        "none: the manifest has no text (phone error rates need it)"))
+
   cmd = [py, "-m", "e2s_tf.preprocess", f"--manifest={manifest}",
          f"--out_dir={data_dir}", f"--embedder={embedder}",
          f"--split_by={split_by}", "--overwrite"]
-  _stage(stage, total, "preprocess", cmd,
-         [os.path.join(data_dir, "dataset_info.json")], d)
+  stage("preprocess", cmd, [os.path.join(data_dir, "dataset_info.json")])
 
+  config = _CONFIG.value
+  if config == "auto":
+    from e2s_tf import configs  # pylint: disable=g-import-not-at-top
+    config = configs.default_for_dataset(data_dir)
+    print(f"  config: auto -> {config} (the default decoder of this embedder)")
   workdir = os.path.join(d, "run")
   cmd = [py, "-m", "e2s_tf.train", f"--config={_CONFIG.value}",
          f"--data_dir={data_dir}", f"--workdir={workdir}",
          f"--config.train.max_minutes={_TRAIN_MINUTES.value}"]
   if _TRAIN_STEPS.value:
     cmd.append(f"--config.train.num_steps={_TRAIN_STEPS.value}")
-  _stage(stage + 1, total, "train", cmd, [os.path.join(workdir, "checkpoints")], d)
+  stage("train", cmd, [os.path.join(workdir, "checkpoints")])
 
   export_dir = os.path.join(d, "export")
   cmd = [py, "-m", "e2s_tf.export", f"--workdir={workdir}",
          f"--export_dir={export_dir}"]
-  _stage(stage + 2, total, "export", cmd,
-         [os.path.join(export_dir, "e2s_export.json")], d)
+  stage("export", cmd, [os.path.join(export_dir, "e2s_export.json")])
 
   npy_dir = os.path.join(d, "wav_inputs")
   wav_dir = os.path.join(d, "wav")
@@ -267,27 +346,56 @@ def main(argv):
     _pick_wav_inputs(data_dir, npy_dir, _NUM_WAV.value)
   cmd = [py, "-m", "e2s_tf.synthesize", f"--model={export_dir}",
          f"--input={npy_dir}", f"--out_dir={wav_dir}"]
-  _stage(stage + 3, total, "synthesize", cmd, [wav_dir], d)
+  stage("synthesize", cmd, [wav_dir])
 
+  floor_export = os.path.join(d, "floor", "export")
+  if with_floor:
+    # The floor: the same recipe on frame energy alone.
+    floor_data = os.path.join(d, "floor", "tfrecords")
+    cmd = [py, "-m", "e2s_tf.preprocess", f"--manifest={manifest}",
+           f"--out_dir={floor_data}", "--embedder=energy",
+           f"--split_by={split_by}", "--overwrite"]
+    stage("floor_preprocess", cmd,
+          [os.path.join(floor_data, "dataset_info.json")])
+    floor_run = os.path.join(d, "floor", "run")
+    cmd = [py, "-m", "e2s_tf.train", f"--config={config}",
+           f"--data_dir={floor_data}", f"--workdir={floor_run}",
+           f"--config.train.max_minutes={_FLOOR_MINUTES.value}"]
+    stage("floor_train", cmd, [os.path.join(floor_run, "checkpoints")])
+    cmd = [py, "-m", "e2s_tf.export", f"--workdir={floor_run}",
+           f"--export_dir={floor_export}"]
+    stage("floor_export", cmd, [os.path.join(floor_export, "e2s_export.json")])
+
+  word_judge = _WORD_JUDGE.value
+  if word_judge == "auto":
+    word_judge = "pocketsphinx" if _AUDIO_DIR.value else "none"
   eval_dir = os.path.join(d, "eval")
   cmd = [py, "-m", "e2s_tf.evaluate", f"--model={export_dir}",
-         f"--data_dir={data_dir}", "--split=test", f"--out_dir={eval_dir}"]
-  evaluated = _stage(stage + 4, total, "evaluate", cmd,
-                     [os.path.join(eval_dir, "metrics.json")], d)
+         f"--data_dir={data_dir}", "--split=test", f"--out_dir={eval_dir}",
+         f"--speaker_judge={speaker_judge}",
+         f"--num_audio={_NUM_LISTEN.value}"]
+  if content_judge:
+    cmd.append(f"--content_judge={content_judge}")
+  if word_judge != "none":
+    cmd.append(f"--word_judge={word_judge}")
+  if with_floor:
+    cmd.append(f"--floor={floor_export}")
+  evaluated = stage("evaluate", cmd, [os.path.join(eval_dir, "metrics.json")])
 
   report = os.path.join(eval_dir, "report.md")
   print()
   print(f"demo finished in {time.time() - started:.0f} s (this run)")
   print(f"  WAV files (held-out utterances): {wav_dir}")
   print(f"  report:      {report}")
+  print(f"  listen:      {os.path.join(eval_dir, 'report.html')}")
   print(f"  figures:     {os.path.join(eval_dir, 'figures')}")
   print(f"  audio pairs: {os.path.join(eval_dir, 'audio')}")
   print(f"  TensorBoard: tensorboard --logdir={workdir}")
-  if not evaluated:  # else the evaluate stage has just printed the table
+  if not evaluated:  # else the evaluate stage has just printed the tables
     print()
     with open(report) as f:
       for line in f:
-        if line.startswith("|"):
+        if line.startswith(("|", "**")):
           print(line.rstrip())
 
 

@@ -1,7 +1,13 @@
 r"""Evaluates an export against oracle Griffin-Lim and the analytic inverse.
 
     python -m e2s_tf.evaluate --model=exports/multiscale \
-        --data_dir=data/tfrecords --split=test --out_dir=eval/multiscale
+        --data_dir=data/tfrecords --split=test --out_dir=eval/multiscale \
+        [--speaker_judge=SPK_EXPORT] [--content_judge=CONTENT_EXPORT] \
+        [--word_judge=pocketsphinx] [--floor=ENERGY_EXPORT]
+
+Prints the signal metrics and the profile (content, prosody, identity,
+naturalness, and the retention between the floor and the oracle) and writes
+metrics.json, profile.json, report.md and report.html (the page to listen).
 
 Exit status 1 with one line "evaluate: error: ..." for a truncated or
 corrupted shard, an unusable export or a full disk; also 1 (after writing
@@ -39,6 +45,21 @@ _SPEAKER_JUDGE = flags.DEFINE_string(
     "speaker_judge", None,
     "An export of e2s_tf.train_embedder that scores speaker cosine and "
     "identification (default: the dataset's embedder when it is one).")
+_CONTENT_JUDGE = flags.DEFINE_string(
+    "content_judge", None,
+    "An export of e2s_tf.train_content_judge (a phone recogniser trained on "
+    "the corpus) that scores phone error rates.")
+_WORD_JUDGE = flags.DEFINE_enum(
+    "word_judge", None, ["pocketsphinx"],
+    "pocketsphinx: English word and character error rates (its model ships "
+    "in its wheel; for recorded English speech, not for synthetic voices).")
+_FLOOR = flags.DEFINE_string(
+    "floor", None,
+    "An export of a decoder trained on --embedder=energy with the model's "
+    "recipe: the `floor` system and the retention table.")
+_ASPECTS = flags.DEFINE_list(
+    "aspects", ["content", "prosody", "identity", "naturalness"],
+    "Aspects scored (an aspect whose judge is missing is left out).")
 
 
 def main(argv):
@@ -49,7 +70,9 @@ def main(argv):
         _MAX_ITEMS.value, _NUM_FIGURES.value, _NUM_AUDIO.value,
         _SYSTEMS.value or None, command=" ".join(["python -m e2s_tf.evaluate"]
                                                  + sys.argv[1:]),
-        speaker_judge=_SPEAKER_JUDGE.value)
+        speaker_judge=_SPEAKER_JUDGE.value,
+        content_judge=_CONTENT_JUDGE.value, word_judge=_WORD_JUDGE.value,
+        floor=_FLOOR.value, aspects=_ASPECTS.value)
   except (FileNotFoundError, ValueError, fileio.FolderInUse) as e:
     raise SystemExit(f"evaluate: error: {e}") from None
   except OSError as e:
@@ -58,7 +81,12 @@ def main(argv):
   summary = {n: {k: v for k, v in s.items() if k != "items"}
              for n, s in result.items()}
   print(evaluate_lib.format_table(summary))
-  print(f"metrics.json, report.md and figures/ in {_OUT_DIR.value}")
+  text = evaluate_lib.profile_text(summary)
+  if text:
+    print()
+    print(text)
+  print(f"metrics.json, profile.json, report.md, report.html and figures/ in "
+        f"{_OUT_DIR.value}")
   skipped = max(s.get("num_skipped", 0) for s in result.values())
   if skipped:
     sys.exit(f"evaluate: error: {skipped} items skipped (ids that cannot be file "

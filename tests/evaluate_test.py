@@ -38,15 +38,26 @@ def test_evaluate_writes_metrics_report_and_figures(speech_data, tiny_export,
   result = evaluate_lib.evaluate(tiny_export, speech_data, "test", str(out),
                                  num_figures=2, num_audio=1, progress=False)
   n = records.read_dataset_info(speech_data)["splits"]["test"]["num_examples"]
-  assert set(result) == {"model", "oracle_griffin_lim", "analytic"}
+  # The originals are a row too: what the judges (here DNSMOS) make of them.
+  assert set(result) == {"reference", "model", "oracle_griffin_lim",
+                         "analytic"}
   with open(out / "metrics.json") as f:
     saved = json.load(f)
   for system, s in saved.items():
     assert s["num_items"] == n and len(s["items"]) == n
-    for m in metrics.METRIC_NAMES:
-      assert m in s
-      values = [row[m] for row in s["items"]]
-      np.testing.assert_allclose(s[m], np.nanmean(values), rtol=1e-6)
+    signal = (("lsd_db", "spectral_convergence", "mcd_db")
+              if system == "reference" else metrics.METRIC_NAMES)
+    for m in signal + ("dnsmos_ovr",) + (
+        ("f0_rmse_cents", "energy_correlation")
+        if system != "reference" else ()):
+      assert m in s, (system, m)
+      values = [row[m] for row in s["items"] if row[m] is not None]
+      assert s["num_na"][m] == n - len(values)
+      if values:
+        np.testing.assert_allclose(s[m], np.mean(values), rtol=1e-6)
+      else:
+        assert s[m] is None
+  assert saved["reference"]["lsd_db"] == 0.0
   oracle, model = saved["oracle_griffin_lim"], saved["model"]
   analytic = saved["analytic"]
   # The oracle has the true magnitude: it bounds the others (an untrained
@@ -57,10 +68,24 @@ def test_evaluate_writes_metrics_report_and_figures(speech_data, tiny_export,
   report = (out / "report.md").read_text()
   for system in saved:
     assert f"| {system} |" in report
+  assert "## What the reconstruction keeps" in report
+  assert "**prosody**" in report and "**naturalness**" in report
   figures = sorted(os.listdir(out / "figures"))
   assert len(figures) == 2 and all(f.endswith(".png") for f in figures)
   assert (out / "figures" / figures[0]).read_bytes()[:4] == b"\x89PNG"
   assert os.path.exists(out / "audio" / "model")
+  # The page to listen: one player per system and the original, a
+  # spectrogram beside each, relative paths only.
+  page = (out / "report.html").read_text()
+  first = sorted(r["id"] for r in saved["model"]["items"])[0]
+  for system in ("reference", "model", "oracle_griffin_lim", "analytic"):
+    assert f'src="audio/{system}/{first}.wav"' in page
+    assert (out / "spectrograms" / system / f"{first}.png").exists()
+  assert str(out) not in page
+  with open(out / "profile.json") as f:
+    prof = json.load(f)
+  assert prof["retention"] == {} and prof["num_items"] == n
+  assert set(prof["seconds"]) == {"prosody", "naturalness"}
 
 
 def test_metrics_values_on_known_signals():
@@ -129,8 +154,12 @@ def test_speaker_metrics_with_a_speaker_encoder_embedder(speech_corpus,
                                              str(tmp_path / "dec"))
   result = evaluate_lib.evaluate(export_dir, data_dir,
                                  "test", str(tmp_path / "eval"),
-                                 num_figures=0, num_audio=0, progress=False)
+                                 num_figures=0, num_audio=0, progress=False,
+                                 aspects=("identity",))
   assert set(result) == {"model", "oracle_griffin_lim", "reference"}
+  # Every reconstruction is a trial against every original: an EER.
+  for system in ("model", "oracle_griffin_lim"):
+    assert 0.0 <= result[system]["speaker_eer"] <= 1.0
   n = result["model"]["num_items"]
   for system in result.values():
     assert 0.0 <= system["speaker_id_accuracy"] <= 1.0
@@ -158,7 +187,7 @@ def test_record_ids_never_write_outside_out_dir(speech_data, tiny_export,
   out = tmp_path / "deep" / "eval"
   run = _evaluate(f"--model={tiny_export}", f"--data_dir={data}",
                   "--split=test", f"--out_dir={out}", "--systems=model",
-                  "--num_audio=3", "--num_figures=3")
+                  "--num_audio=3", "--num_figures=3", "--aspects=")
   assert run.returncode == 1, run.stderr[-3000:]
   assert "Traceback" not in run.stderr
   assert run.stderr.strip().splitlines()[-1] == (
@@ -170,6 +199,12 @@ def test_record_ids_never_write_outside_out_dir(speech_data, tiny_export,
   # per item, nothing outside the output folder.
   assert _files(tmp_path / "deep") == sorted([
       "eval/.e2s.lock", "eval/metrics.json", "eval/report.md",
+      "eval/profile.json", "eval/report.html",
+      "eval/spectrograms/model/a/b.png", "eval/spectrograms/model/dup.png",
+      "eval/spectrograms/model/dup-2.png",
+      "eval/spectrograms/reference/a/b.png",
+      "eval/spectrograms/reference/dup.png",
+      "eval/spectrograms/reference/dup-2.png",
       "eval/audio/model/a/b.wav", "eval/audio/model/dup.wav",
       "eval/audio/model/dup-2.wav", "eval/audio/reference/a/b.wav",
       "eval/audio/reference/dup.wav", "eval/audio/reference/dup-2.wav",
@@ -220,3 +255,89 @@ def test_an_out_dir_in_use_is_refused(speech_data, tiny_export, tmp_path):
       evaluate_lib.evaluate(tiny_export, speech_data, "test", str(out),
                             max_items=1, progress=False)
   assert os.listdir(out) == [fileio.LOCK_FILE]
+
+
+def test_a_floor_gives_the_retention_table_and_figure(speech_corpus,
+                                                      speech_data,
+                                                      tiny_export, tmp_path):
+  """An `energy` decoder as the floor: its own row, and the model placed
+  between it and the oracle per aspect."""
+  from e2s_tf import preprocess_lib  # pylint: disable=g-import-not-at-top
+  from tests import data_testlib  # pylint: disable=g-import-not-at-top
+  energy = str(tmp_path / "energy")
+  # The same items and split as speech_data, through the energy embedder.
+  preprocess_lib.run_preprocess(speech_corpus, energy, "energy",
+                                split_by="utterance", valid_fraction=0.2,
+                                test_fraction=0.2, seed=0, num_workers=1,
+                                progress=False)
+  floor = data_testlib.train_and_export("cnn", energy, str(tmp_path / "f"))
+  out = tmp_path / "eval"
+  result = evaluate_lib.evaluate(tiny_export, speech_data, "test", str(out),
+                                 num_figures=0, num_audio=1, progress=False,
+                                 floor=floor, aspects=("naturalness",))
+  assert list(result) == ["reference", "model", "oracle_griffin_lim",
+                          "analytic", "floor"]
+  assert result["floor"]["num_items"] == result["model"]["num_items"]
+  with open(out / "profile.json") as f:
+    retention = json.load(f)["retention"]
+  assert list(retention) == ["naturalness"]
+  r = retention["naturalness"]
+  assert r["metric"] == "dnsmos_ovr"
+  assert r["model"] == result["model"]["dnsmos_ovr"]
+  assert r["floor"] == result["floor"]["dnsmos_ovr"]
+  assert r["oracle"] == result["oracle_griffin_lim"]["dnsmos_ovr"]
+  assert r["retention"] == pytest.approx(
+      (r["model"] - r["floor"]) / (r["oracle"] - r["floor"]))
+  assert (out / "retention.png").read_bytes()[:4] == b"\x89PNG"
+  report = (out / "report.md").read_text()
+  assert "**retention** (0 = floor, 1 = oracle)" in report
+  assert "| naturalness | dnsmos_ovr |" in report
+  assert 'src="retention.png"' in (out / "report.html").read_text()
+  assert os.path.exists(out / "audio" / "floor")
+
+
+def test_a_floor_that_is_not_usable_is_refused_clearly(speech_data,
+                                                       tiny_export, tmp_path):
+  with pytest.raises(ValueError, match=r"--floor=.*nothere: not a decoder "
+                     "export"):
+    evaluate_lib.evaluate(tiny_export, speech_data, "test",
+                          str(tmp_path / "o"), floor=str(tmp_path / "nothere"),
+                          progress=False)
+  for flag, value in [("speaker_judge", tiny_export),
+                      ("content_judge", tiny_export)]:
+    with pytest.raises(ValueError, match=f"--{flag}=.*: no .*json there"):
+      evaluate_lib.evaluate(tiny_export, speech_data, "test",
+                            str(tmp_path / "o"), progress=False,
+                            **{flag: value})
+  with pytest.raises(ValueError, match="--word_judge=whisper: unknown"):
+    evaluate_lib.evaluate(tiny_export, speech_data, "test",
+                          str(tmp_path / "o"), word_judge="whisper",
+                          progress=False)
+  assert not (tmp_path / "o").exists()
+
+
+def test_metrics_that_do_not_apply_are_null_and_counted(speech_corpus):
+  """Audio too short for DNSMOS or without a voiced frame: n/a for that
+  item and aspect, counted, never a crash or a silent 0."""
+  from e2s_tf import audio as audio_lib  # pylint: disable=g-import-not-at-top
+  from e2s_tf import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
+  from e2s_tf.aspects import profile  # pylint: disable=g-import-not-at-top
+  from e2s_tf.aspects import scoring  # pylint: disable=g-import-not-at-top
+  item = manifest_lib.read_manifest(speech_corpus)[0]
+  speech = audio_lib.load_audio(item["audio"], 16000)
+  short = speech[:3200]  # 0.2 s
+  items = [{"id": "speech", "audio": speech}, {"id": "short", "audio": short}]
+  silence = [np.zeros_like(speech), np.zeros_like(short)]
+  rows, extra = scoring.score(items, {"model": silence}, 16000,
+                              scoring.Judges(), ("prosody", "naturalness"),
+                              enrol_items=list, progress=False)
+  assert set(extra["seconds"]) == {"prosody", "naturalness"}
+  # The original speech: DNSMOS scores it, the 0.2 s item is too short.
+  assert 1.0 <= rows["reference"][0]["dnsmos_ovr"] <= 5.0
+  assert rows["reference"][1]["dnsmos_ovr"] is None
+  # Silence has no voiced frame: no F0 to compare, for either item.
+  assert rows["model"][0]["f0_rmse_cents"] is None
+  assert rows["model"][1]["f0_rmse_cents"] is None
+  summary = profile.summarize(rows["model"], ["f0_rmse_cents", "dnsmos_ovr"])
+  assert summary["f0_rmse_cents"] is None
+  assert summary["num_na"] == {"f0_rmse_cents": 2, "dnsmos_ovr": 2}

@@ -32,7 +32,8 @@ from e2s_tf import metrics as metrics_lib
 ASPECTS: Mapping[str, tuple[str, ...]] = collections.OrderedDict([
     ("signal", metrics_lib.METRIC_NAMES),
     ("content", ("phone_error_rate", "phone_error_rate_vs_original",
-                 "word_error_rate", "char_error_rate")),
+                 "word_error_rate", "char_error_rate",
+                 "word_error_rate_vs_original")),
     ("prosody", ("f0_rmse_cents", "gross_pitch_error",
                  "voicing_decision_error", "f0_correlation",
                  "energy_correlation")),
@@ -42,7 +43,7 @@ ASPECTS: Mapping[str, tuple[str, ...]] = collections.OrderedDict([
 # Lower is better for these; higher for the others.
 LOWER_IS_BETTER = frozenset(metrics_lib.LOWER_IS_BETTER) | {
     "phone_error_rate", "phone_error_rate_vs_original", "word_error_rate",
-    "char_error_rate", "f0_rmse_cents", "gross_pitch_error",
+    "char_error_rate", "word_error_rate_vs_original", "f0_rmse_cents", "gross_pitch_error",
     "voicing_decision_error", "speaker_eer"}
 # Per aspect of the retention table, its headline metrics: the first that
 # the evaluation has is used.

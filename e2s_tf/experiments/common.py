@@ -94,12 +94,16 @@ def train_and_evaluate(config, data_dir: str, workdir: str, split: str = "valid"
                                  os.path.join(workdir, "eval"),
                                  max_items=max_items, num_figures=0,
                                  num_audio=0, systems=["model"],
-                                 progress=False)["model"]
-  return {"lsd_db": result["lsd_db"], "pesq_wb": result["pesq_wb"],
-          "stoi": result["stoi"], "train_frames_per_sec":
+                                 progress=False, aspects=())["model"]
+  return {**{m: nan_if_none(result[m]) for m in ("lsd_db", "pesq_wb", "stoi")}, "train_frames_per_sec":
           trained["frames_per_sec"], "train_seconds": trained["wall_seconds"],
           "wall_seconds": time.time() - start, "steps": trained["steps"],
           "eval_items": result["num_items"]}
+
+
+def nan_if_none(value: Optional[float]) -> float:
+  """A metric mean as a float: NaN where it was n/a (None)."""
+  return float("nan") if value is None else float(value)
 
 
 def markdown_table(columns: Sequence[tuple[str, str, str]],

@@ -241,7 +241,8 @@ def train_and_score(config, data_dir: str, workdir: str,
                                  os.path.join(workdir, "eval"),
                                  max_items=max_items, num_figures=0,
                                  num_audio=0, systems=["model"],
-                                 progress=False, speaker_judge=judge)
+                                 progress=False, speaker_judge=judge,
+                                 aspects=("identity",))
   model = result["model"]
   reference = result.get(evaluate_lib.REFERENCE, {})
   network, _, _ = train_lib.restore_network(os.path.join(workdir, "run"))
@@ -253,9 +254,9 @@ def train_and_score(config, data_dir: str, workdir: str,
          "wall_seconds": time.time() - started}
   for key in ("lsd_db", "mcd_db", "stoi", "pesq_wb", "speaker_cosine",
               "speaker_id_accuracy"):
-    row[key] = float(model.get(key, float("nan")))
-  row["reference_speaker_id_accuracy"] = float(
-      reference.get("speaker_id_accuracy", float("nan")))
+    row[key] = common.nan_if_none(model.get(key))
+  row["reference_speaker_id_accuracy"] = common.nan_if_none(
+      reference.get("speaker_id_accuracy"))
   shutil.rmtree(os.path.join(workdir, "run", "checkpoints"),
                 ignore_errors=True)
   log(f"   {row['steps']} steps in {row['train_seconds']:.0f} s, "
