@@ -3,10 +3,11 @@ r"""Runs the benchmark suite and writes its figures as JSON.
     python -m e2s_tf.bench [--only=griffin_lim,inference] [--quick] \
         [--work_dir=/tmp/e2s_bench] [--out=bench.json] \
         [--table=docs/performance_table.md] \
-        [--phase_model=EXPORT_DIR] [--phase_curve=docs/phase_quality_vs_time.png]
+        [--phase_model=EXPORT_DIR] [--phase_curve=docs/phase_quality_vs_time.png] \
+        [--evaluate_demo=DEMO_DIR]
 
 Benchmarks (e2s_tf/benchmarks/cases.py): griffin_lim, input_pipeline, filler,
-inference, training, preprocess, memory, phase. Each prints one line; `--out`
+inference, training, preprocess, memory, evaluation, phase. Each prints one line; `--out`
 gets all the figures (with the load average around each benchmark), `--table`
 the Markdown table of docs/performance.md (followed by the phase benchmark's
 table of every method when it ran). The default corpus and its dataset are
@@ -45,6 +46,10 @@ _PHASE_MODEL = flags.DEFINE_string(
     "phase_model", "", "phase benchmark: an export whose predicted magnitudes "
     "of the test items are reconstructed too (default: oracle magnitudes "
     "only).")
+_EVALUATE_DEMO = flags.DEFINE_string(
+    "evaluate_demo", "", "evaluation benchmark: a `make demo` folder whose "
+    "export, test split, judges and floor are evaluated (default: the bench's "
+    "data with an untrained export and floor, no judges).")
 _PHASE_CURVE = flags.DEFINE_string(
     "phase_curve", "", "phase benchmark: write the PNG of quality against "
     "time here (e.g. docs/phase_quality_vs_time.png).")
@@ -59,6 +64,7 @@ def main(argv):
         manifest=_MANIFEST.value or None, data_dir=_DATA_DIR.value or None,
         command=command,
         options={"phase_model": _PHASE_MODEL.value or None,
+                 "evaluate_demo": _EVALUATE_DEMO.value or None,
                  "phase_curve": _PHASE_CURVE.value or None})
   except ValueError as e:
     raise SystemExit(f"bench: error: {e}") from None

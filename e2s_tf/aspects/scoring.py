@@ -113,11 +113,16 @@ def _content(items, audios, judges: Judges, sample_rate: int, progress: bool,
 
 def _prosody(items, audios, sample_rate, progress, rows) -> None:
   from e2s_tf.aspects import prosody  # pylint: disable=g-import-not-at-top
-  with _bar(len(items) * len(audios), "prosody", progress) as bar:
+  with _bar(len(items) * (len(audios) + 1), "prosody", progress) as bar:
+    tracks = []
+    for it in items:  # each original is tracked once, for every system
+      tracks.append(prosody.track_f0(it["audio"], sample_rate)
+                    if np.all(np.isfinite(it["audio"])) else None)
+      bar.update(1)
     for system, waves in audios.items():
       for k, (it, wave) in enumerate(zip(items, waves)):
-        rows[system][k].update(prosody.prosody_metrics(it["audio"], wave,
-                                                       sample_rate))
+        rows[system][k].update(prosody.prosody_metrics(
+            it["audio"], wave, sample_rate, reference_track=tracks[k]))
         bar.update(1)
 
 

@@ -1,6 +1,6 @@
 """The benchmarks: what each stage costs, against its target.
 
-Eight benchmarks (`BENCHMARKS`), each a function `(harness.Bench) ->
+Nine benchmarks (`BENCHMARKS`), each a function `(harness.Bench) ->
 figures` whose figures (a JSON object) land under
 `results["benchmarks"][name]` together with the machine's load average
 around it (`bench_lib.run`), and whose one-line summary is printed:
@@ -28,6 +28,13 @@ around it (`bench_lib.run`), and whose one-line summary is printed:
                    pieces at pauses, against in one piece) and of training on
                    it (cut into windows within the frame budget, against
                    short items).
+  evaluation       wall time of `evaluate_lib.evaluate` with every system and
+                   aspect, per aspect and per item: on a demo folder
+                   (`evaluate_demo` option: its export, test split, judges
+                   and floor) or else on the bench's dataset with an
+                   untrained export and floor and no judges (prosody and
+                   naturalness only). Target: the demo's 40 test items
+                   within 180 s on 2 cores.
   phase            quality against time of Griffin-Lim's phase (e2s_tf/
                    benchmarks/phase.py): fast Griffin-Lim from zero phase and
                    from PGHI, and librosa's, at several iteration counts, on
@@ -68,6 +75,7 @@ GRIFFIN_LIM_MOMENTUM = export_lib.GRIFFIN_LIM_MOMENTUM
 TARGET_GRIFFIN_LIM_SPEEDUP = 2.0
 TARGET_PIPELINE_HEADROOM = 10.0
 TARGET_INFERENCE_RTF = 0.05
+TARGET_EVALUATION_SECONDS = 180.0
 # The default (and only decoder) model of the pipeline and inference checks.
 DEFAULT_MODEL = "multiscale"
 
@@ -380,6 +388,82 @@ def bench_memory(bench: harness.Bench) -> dict[str, Any]:
   }
 
 
+def _untrained_export(bench: harness.Bench, data_dir: str, info, name: str
+                      ) -> str:
+  config = train_lib.resolve_config(bench.config(DEFAULT_MODEL), info)
+  keras.utils.set_random_seed(0)
+  model = train_lib.build_model(config, info, compile_model=False)
+  export_dir = os.path.join(bench.work_dir, name)
+  export_lib.export_network(model.network, config, info, export_dir)
+  return export_dir
+
+
+def bench_evaluation(bench: harness.Bench) -> dict[str, Any]:
+  """The whole evaluation: every system and aspect (see the module doc)."""
+  from e2s_tf import evaluate_lib  # pylint: disable=g-import-not-at-top
+  from e2s_tf import preprocess_lib  # pylint: disable=g-import-not-at-top
+  from e2s_tf import records  # pylint: disable=g-import-not-at-top
+  demo = bench.options.get("evaluate_demo")
+  out = os.path.join(bench.work_dir, "evaluation")
+  shutil.rmtree(out, ignore_errors=True)
+  if demo:
+    def there(*parts):
+      path = os.path.join(demo, *parts)
+      return path if os.path.exists(path) else None
+    model = os.path.join(demo, "export")
+    data_dir = os.path.join(demo, "tfrecords")
+    judges = dict(
+        speaker_judge=there("speaker_judge", "export", "speaker_encoder.json")
+        and there("speaker_judge", "export"),
+        content_judge=there("content_judge", "export", "content_judge.json")
+        and there("content_judge", "export"),
+        floor=there("floor", "export", "e2s_export.json")
+        and there("floor", "export"))
+    num_audio = 5
+  else:
+    data_dir = bench.data_dir
+    model = _untrained_export(bench, data_dir, bench.info, "eval_model")
+    energy = os.path.join(bench.work_dir, "energy_tfrecords")
+    s = bench.sizes
+    if not os.path.exists(os.path.join(energy, records.DATASET_INFO)):
+      preprocess_lib.run_preprocess(
+          bench.manifest, energy, "energy", split_by=s.split_by,
+          valid_fraction=s.valid_fraction, test_fraction=s.test_fraction,
+          progress=False)
+    judges = dict(floor=_untrained_export(
+        bench, energy, records.read_dataset_info(energy), "eval_floor"))
+    num_audio = 3
+  start = time.perf_counter()
+  result = evaluate_lib.evaluate(model, data_dir, "test", out,
+                                 num_audio=num_audio, progress=False,
+                                 **judges)
+  seconds = time.perf_counter() - start
+  import json  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(out, evaluate_lib.PROFILE_FILE)) as f:
+    profile = json.load(f)
+  items = result["model"]["num_items"]
+  audio = sum(r["seconds"] for r in result["model"]["items"])
+  figures = {"demo": demo or None, "items": items, "audio_seconds": audio,
+             "systems": list(result), "wall_seconds": seconds,
+             "seconds_per_item": seconds / items,
+             "aspect_seconds": profile["seconds"],
+             "judges": {k: bool(v) for k, v in judges.items()},
+             "target": f"{TARGET_EVALUATION_SECONDS:g} s for the demo's 40 "
+                       "test items, every system and aspect"}
+  # Only a demo's evaluation is the one the target speaks of.
+  figures["target_met"] = (seconds <= TARGET_EVALUATION_SECONDS
+                           if demo else None)
+  return figures
+
+
+def _line_evaluation(f: Mapping[str, Any]) -> str:
+  aspects = ", ".join(f"{a} {v:.0f} s" for a, v in f["aspect_seconds"].items())
+  return (f"{f['items']} items ({f['audio_seconds']:.0f} s), "
+          f"{len(f['systems'])} systems: {f['wall_seconds']:.0f} s "
+          f"({f['seconds_per_item']:.1f} s per item; {aspects})"
+          + ("" if f["demo"] else "; untrained export and floor, no judges"))
+
+
 def bench_phase(bench: harness.Bench) -> dict[str, Any]:
   """Griffin-Lim's phase: quality against time (`phase.bench_phase`)."""
   return phase.bench_phase(bench)
@@ -414,6 +498,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("training", bench_training, _line_training),
         Benchmark("preprocess", bench_preprocess, _line_preprocess),
         Benchmark("memory", bench_memory, _line_memory),
+        Benchmark("evaluation", bench_evaluation, _line_evaluation),
         Benchmark("phase", bench_phase, _line_phase),
     )
 }
