@@ -24,6 +24,12 @@ DISTRIBUTIONS = {
     "tensorboard-plugin-profile", "tensorboard": "tensorboard",
 }
 
+# Packages a module needs that its imports do not show: naturalness reads
+# DNSMOS's ONNX model from the speechmos wheel's files.
+EXTRA_REQUIREMENTS = {
+    "e2s_tf/aspects/naturalness.py": ("speechmos",),
+}
+
 
 def python_files():
   """Repo-relative paths of every .py file that needs a target."""

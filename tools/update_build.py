@@ -25,6 +25,9 @@ def main():
     deps += ['requirement("%s")' % buildlib.DISTRIBUTIONS.get(e, e)
              for e in external
              if buildlib.DISTRIBUTIONS.get(e, e).lower() in reqs]
+    deps += ['requirement("%s")' % e
+             for e in buildlib.EXTRA_REQUIREMENTS.get(path.replace(os.sep, "/"),
+                                                      ())]
     kind = buildlib.kind(path)
     lines = [f"{kind}(", f'    name = "{buildlib.target_name(path)}",',
              f'    srcs = ["{path}"],']
