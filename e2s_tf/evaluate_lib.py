@@ -242,8 +242,8 @@ def profile_text(summary: dict[str, dict[str, Any]]) -> str:
       aspects=[a for a in profile.ASPECTS if a != "signal"])
   out = [text] if text else []
   if retention:
-    out += ["**retention** (0 = floor, 1 = oracle)", "",
-            profile.retention_table(retention)]
+    out.append("**retention** (0 = floor, 1 = oracle)\n\n"
+               + profile.retention_table(retention))
   return "\n\n".join(out)
 
 

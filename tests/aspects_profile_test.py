@@ -18,11 +18,11 @@ def test_means_leave_out_and_count_what_does_not_apply():
 
 def test_retention_places_the_model_between_floor_and_oracle():
   summary = {
-      "model": {"phone_error_rate": 0.3, "f0_rmse_cents": 150.0,
+      "model": {"phone_error_rate": 0.3, "f0_frame_error": 0.15,
                 "speaker_cosine": 0.9, "dnsmos_ovr": 2.0},
-      "oracle_griffin_lim": {"phone_error_rate": 0.1, "f0_rmse_cents": 50.0,
+      "oracle_griffin_lim": {"phone_error_rate": 0.1, "f0_frame_error": 0.05,
                              "speaker_cosine": 0.95, "dnsmos_ovr": 2.0},
-      "floor": {"phone_error_rate": 0.9, "f0_rmse_cents": 100.0,
+      "floor": {"phone_error_rate": 0.9, "f0_frame_error": 0.1,
                 "speaker_cosine": 0.5, "dnsmos_ovr": 2.0},
   }
   r = profile.retention(summary)

@@ -73,6 +73,8 @@ def test_shift_beyond_20_percent_is_all_gross_errors():
   m = prosody.prosody_metrics(ref, est, SR)
   assert m["gross_pitch_error"] == 1.0
   assert m["f0_rmse_cents"] == pytest.approx(400.0, abs=CENTS_TOLERANCE)
+  # Every frame is wrong in pitch, none in voicing: the frame error is 1.
+  assert m["f0_frame_error"] == pytest.approx(1.0, abs=0.02)
 
 
 @pytest.mark.parametrize("second_half", ["silence", "white_noise"])
@@ -87,6 +89,7 @@ def test_voicing_error_is_the_unvoiced_share_of_the_estimate(second_half):
         len(est) - half).astype(np.float32)
   m = prosody.prosody_metrics(ref, est, SR)
   assert m["voicing_decision_error"] == pytest.approx(0.5, abs=0.03)
+  assert m["f0_frame_error"] == pytest.approx(m["voicing_decision_error"])
   # What is voiced in both is the same tone (the frame whose analysis spans
   # the tone and the noise is off by a fraction of a semitone).
   assert m["gross_pitch_error"] == 0.0
@@ -112,7 +115,7 @@ def test_f0_correlation_of_a_steady_tone_is_none():
 def test_speech_against_itself_scores_perfectly(speech):
   m = prosody.prosody_metrics(speech, speech, SR)
   assert m == {"f0_rmse_cents": 0.0, "gross_pitch_error": 0.0,
-               "voicing_decision_error": 0.0,
+               "voicing_decision_error": 0.0, "f0_frame_error": 0.0,
                "f0_correlation": pytest.approx(1.0, abs=1e-9),
                "energy_correlation": pytest.approx(1.0, abs=1e-9)}
 
@@ -162,6 +165,8 @@ def test_unvoiced_estimate_has_no_f0_metrics_but_a_voicing_error():
   ref = harmonic(150.0, 1.0)
   m = prosody.prosody_metrics(ref, np.zeros_like(ref), SR)
   assert m["voicing_decision_error"] == pytest.approx(1.0, abs=0.02)
+  # The frame error still counts what was lost.
+  assert m["f0_frame_error"] == m["voicing_decision_error"]
   for name in ("f0_rmse_cents", "gross_pitch_error", "f0_correlation",
                "energy_correlation"):
     assert m[name] is None
@@ -171,7 +176,8 @@ def test_names_and_directions(speech):
   m = prosody.prosody_metrics(speech, speech, SR)
   assert tuple(m) == prosody.PROSODY_METRICS
   assert set(prosody.LOWER_IS_BETTER) == {
-      "f0_rmse_cents", "gross_pitch_error", "voicing_decision_error"}
+      "f0_rmse_cents", "gross_pitch_error", "voicing_decision_error",
+      "f0_frame_error"}
 
 
 def test_tone_track_truth_is_what_the_tracker_finds():

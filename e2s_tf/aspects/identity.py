@@ -8,7 +8,9 @@ is such an encoder). Per system and item:
   original and of the reconstruction;
 - `speaker_id_correct`: closed-set identification of the reconstruction
   against per-speaker centroids enrolled from the train split's originals
-  (its mean is `speaker_id_accuracy`).
+  (its mean is `speaker_id_accuracy`); None (n/a) for an item without a
+  speaker or whose speaker the train split does not have (a split by
+  speaker holds them out: there is no centroid to find).
 
 Per system, `speaker_eer`: the equal error rate of verification trials
 "reconstruction of item i against the original of item j", a target trial
@@ -113,6 +115,7 @@ def speaker_metrics(judge_dir: str, enrol_items: Sequence[Mapping[str, Any]],
       encoder.utterance_embeddings([it["audio"] for it in enrol_items]),
       [it["speaker"] for it in enrol_items])
   labels = [it["speaker"] for it in items]
+  enrolled = {str(it["speaker"]) for it in enrol_items}
   reference = encoder.utterance_embeddings([it["audio"] for it in items])
   out = {}
   for system, waves in [(REFERENCE, None)] + list(audios.items()):
@@ -123,7 +126,8 @@ def speaker_metrics(judge_dir: str, enrol_items: Sequence[Mapping[str, Any]],
     out[system] = {
         "speaker_cosine": [float(c) for c in
                            identification.cosine(reference, emb)],
-        "speaker_id_correct": [float(p == l) for p, l in zip(predicted,
-                                                             labels)],
+        "speaker_id_correct": [
+            float(p == l) if l and str(l) in enrolled else None
+            for p, l in zip(predicted, labels)],
         "speaker_eer": equal_error_rate(target, nontarget)}
   return out

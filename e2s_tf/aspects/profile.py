@@ -11,7 +11,8 @@ Retention places the model between a floor and the oracle, aspect by aspect:
 
     retention = (model - floor) / (oracle - floor)
 
-on the aspect's headline metric (RETENTION_METRICS; the sign works for
+on the aspect's headline metric (RETENTION_METRICS: phone error rate, F0
+frame error, speaker cosine, DNSMOS OVR; the sign works for
 lower-is-better metrics too), where `oracle` is `oracle_griffin_lim` (the
 true magnitude through the same phase retrieval: the ceiling of any decoder
 that predicts magnitude) and `floor` a decoder trained on the `energy`
@@ -34,7 +35,7 @@ ASPECTS: Mapping[str, tuple[str, ...]] = collections.OrderedDict([
     ("content", ("phone_error_rate", "phone_error_rate_vs_original",
                  "word_error_rate", "char_error_rate",
                  "word_error_rate_vs_original")),
-    ("prosody", ("f0_rmse_cents", "gross_pitch_error",
+    ("prosody", ("f0_frame_error", "f0_rmse_cents", "gross_pitch_error",
                  "voicing_decision_error", "f0_correlation",
                  "energy_correlation")),
     ("identity", ("speaker_cosine", "speaker_id_accuracy", "speaker_eer")),
@@ -44,13 +45,16 @@ ASPECTS: Mapping[str, tuple[str, ...]] = collections.OrderedDict([
 LOWER_IS_BETTER = frozenset(metrics_lib.LOWER_IS_BETTER) | {
     "phone_error_rate", "phone_error_rate_vs_original", "word_error_rate",
     "char_error_rate", "word_error_rate_vs_original", "f0_rmse_cents", "gross_pitch_error",
-    "voicing_decision_error", "speaker_eer"}
+    "voicing_decision_error", "f0_frame_error", "speaker_eer"}
 # Per aspect of the retention table, its headline metrics: the first that
 # the evaluation has is used.
 RETENTION_METRICS: Mapping[str, tuple[str, ...]] = collections.OrderedDict([
     ("content", ("phone_error_rate", "phone_error_rate_vs_original",
                  "word_error_rate")),
-    ("prosody", ("f0_rmse_cents",)),
+    # F0 frame error, not the F0 RMSE: the RMSE is only defined on frames
+    # voiced in both, so a reconstruction that loses its voicing would be
+    # scored on the few frames it kept (n/a on the others).
+    ("prosody", ("f0_frame_error",)),
     ("identity", ("speaker_cosine",)),
     ("naturalness", ("dnsmos_ovr",)),
 ])

@@ -12,6 +12,12 @@ the shorter):
                          |f_est / f_ref - 1| > 0.2 (lower is better);
   voicing_decision_error share of all frames whose voiced/unvoiced decisions
                          differ (lower is better);
+  f0_frame_error         share of all frames with a voicing decision error
+                         or a gross pitch error (FFE, Chu and Alwan 2009):
+                         the one figure that counts both ways of losing the
+                         pitch, defined wherever the reference is voiced,
+                         so also for a reconstruction that has lost its
+                         voicing (lower is better; the retention's);
   f0_correlation         Pearson correlation of F0 in Hz over the frames
                          voiced in both (higher is better);
   energy_correlation     Pearson correlation of the frame log-energy contours
@@ -73,11 +79,11 @@ from e2s_tf import audio as audio_lib
 from e2s_tf import spectral
 
 PROSODY_METRICS = ("f0_rmse_cents", "gross_pitch_error",
-                   "voicing_decision_error", "f0_correlation",
-                   "energy_correlation")
+                   "voicing_decision_error", "f0_frame_error",
+                   "f0_correlation", "energy_correlation")
 # Lower is better for these; higher for the others.
 LOWER_IS_BETTER = ("f0_rmse_cents", "gross_pitch_error",
-                   "voicing_decision_error")
+                   "voicing_decision_error", "f0_frame_error")
 
 # The pitch tracker's hop: the project's (10 ms).
 HOP_SECONDS = spectral.DEFAULT.hop_seconds
@@ -288,6 +294,21 @@ def voicing_decision_error(reference: PitchTrack, estimate: PitchTrack
   return float(np.mean(ref_voiced != est_voiced))
 
 
+def f0_frame_error(reference: PitchTrack, estimate: PitchTrack
+                   ) -> Optional[float]:
+  """Share of all frames with a voicing decision error or, voiced in both,
+  |f_est / f_ref - 1| > 0.2; None where voicing_decision_error is."""
+  ref_f0, ref_voiced, est_f0, est_voiced = _cropped(reference, estimate)
+  if (len(ref_voiced) < MIN_FRAMES or
+      np.count_nonzero(ref_voiced) < MIN_FRAMES):
+    return None
+  both = ref_voiced & est_voiced
+  gross = np.zeros_like(both)
+  gross[both] = np.abs(est_f0[both] / ref_f0[both] - 1.0) > (
+      GROSS_ERROR_THRESHOLD)
+  return float(np.mean((ref_voiced != est_voiced) | gross))
+
+
 def _pearson(x: np.ndarray, y: np.ndarray, min_spread: float
              ) -> Optional[float]:
   """Pearson correlation, None when either contour's spread < min_spread."""
@@ -376,6 +397,7 @@ def prosody_metrics(reference: np.ndarray, estimate: np.ndarray,
       "f0_rmse_cents": f0_rmse_cents(ref_track, est_track),
       "gross_pitch_error": gross_pitch_error(ref_track, est_track),
       "voicing_decision_error": voicing_decision_error(ref_track, est_track),
+      "f0_frame_error": f0_frame_error(ref_track, est_track),
       "f0_correlation": f0_correlation(ref_track, est_track),
       "energy_correlation": energy_correlation(reference, estimate,
                                                sample_rate),
