@@ -367,7 +367,6 @@ class _Floor:
       raise ValueError(f"--floor={export_dir}: its embedder reads "
                        "precomputed files; the floor needs one computed from "
                        "the audio (train it on --embedder=energy)")
-    self.mapping = alignment.FrameMapping.between(self.embedder.grid, stft)
 
   def __call__(self, item):
     emb = self.embedder.embed(item["audio"], {"id": item["id"]})
@@ -448,6 +447,10 @@ def _evaluate(decoder, runner, names, items, skipped, info, model_dir,
   for name, entry in result.items():
     for row, extra_row in zip(entry["rows"], aspect_rows[name]):
       row.update(extra_row)
+      # n/a is null in metrics.json (e.g. PESQ finding no utterance: NaN).
+      for key, value in row.items():
+        if isinstance(value, float) and not math.isfinite(value):
+          row[key] = None
   summary_all = {}
   for name, entry in result.items():
     r = entry.pop("rows")

@@ -201,7 +201,7 @@ def test_tables_group_metrics_by_aspect_with_arrows_and_na_counts():
   assert signal["model"]["lsd_db ↓"] == "1.235"
   assert signal["model"]["pesq_wb ↑"] == "2.500 (1 n/a)"
   assert signal["reference"]["pesq_wb ↑"] == "n/a"
-  assert signal["reference"]["stoi ↑"] == "n/a"  # absent for this system
+  assert signal["reference"]["stoi ↑"] == "\u2014"  # not computed for it
   assert signal["floor"]["items"] == "2"
   content = page.table(**{"data-aspect": "content"})
   assert content["model"]["phone_error_rate ↓"] == "n/a"  # NaN
@@ -219,7 +219,7 @@ def test_metric_of_no_aspect_goes_to_other():
   summary["model"]["new_metric"] = 0.5
   other = _Page(_render(summary=summary)).table(**{"data-aspect": "other"})
   assert other["model"]["new_metric"] == "0.500"
-  assert other["floor"]["new_metric"] == "n/a"
+  assert other["floor"]["new_metric"] == "\u2014"  # not computed
 
 
 def test_retention_table_in_aspect_order_and_empty_retention():

@@ -28,11 +28,13 @@ def test_settings_are_checked_by_flag():
 
 
 def test_the_fingerprint_covers_the_dataset_settings_only():
-  # These keys and values are what earlier datasets were fingerprinted with:
-  # a re-run with the same settings recognises them.
+  # These keys and values are what datasets of this schema were
+  # fingerprinted with: a re-run with the same settings recognises them. The
+  # schema version is among them, so that a dataset of an older schema
+  # (version 2: no `text` in the records) is rebuilt, not taken as done.
   assert plan.Settings(num_workers=3, overwrite=True,
                        progress=False).fingerprinted() == {
-      "embedder": "logmel", "options": {}, "stft": CONFIG.to_dict(),
+      "schema_version": 3, "embedder": "logmel", "options": {}, "stft": CONFIG.to_dict(),
       "split_by": "speaker", "valid_fraction": 0.1, "test_fraction": 0.1,
       "seed": 0, "frame_tolerance": 0, "items_per_shard": 64,
       "max_item_seconds": 30.0}

@@ -128,7 +128,11 @@ def _arrow(metric: str) -> str:
 
 
 def _cell(stats: Mapping[str, Any], metric: str) -> str:
-  """One table cell: the mean, its n/a count, or n/a."""
+  """One table cell: the mean, its n/a count, n/a, or — (not computed for
+  this system, as in report.md)."""
+  if metric not in stats:
+    return ('<td class="na" title="not computed for this system">'
+            '—</td>')
   value = _number(stats.get(metric))
   num_na = stats.get("num_na") or {}
   na = num_na.get(metric, 0) if isinstance(num_na, Mapping) else 0
@@ -294,7 +298,8 @@ def render(title: str, facts: Sequence[tuple[str, str]],
   body.append('<h2 id="metrics">Metrics by aspect</h2>')
   body.append('<p class="note">Means over the items; ↓ lower is better, ↑ '
               "higher is better; n/a: the metric did not apply, with the "
-              "number of items where it did not.</p>")
+              "number of items where it did not; \u2014: not computed for "
+              "the system.</p>")
   for aspect, metrics in _metrics_by_aspect(summary):
     body.extend(_aspect_table(aspect, metrics, summary))
   body.append('<h2 id="listen">Listen</h2>')

@@ -30,7 +30,7 @@ the item: the floor of the prosody metrics, which a tracker insensitive to
 phase keeps near 0; and the same four for every pair of trackers, one
 against the other. Errors pool the frames of all items.
 
-  python -m e2s_tf.benchmarks.pitch --manifest=PATH [--max_items=N]
+  python -m e2s_tf.bench_pitch --manifest=PATH [--max_items=N]
 
 prints the tables in markdown (docs/experiments/pitch_tracker.md has a run).
 """
@@ -42,12 +42,9 @@ import os
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from absl import app
-from absl import flags
 import numpy as np
 
 from e2s_tf import audio as audio_lib
-from e2s_tf import manifest as manifest_lib
 from e2s_tf import spectral
 from e2s_tf.aspects import prosody
 
@@ -285,25 +282,3 @@ def markdown(results: Mapping[str, Any]) -> str:
   for pair, r in results["pairs"].items():
     lines.append(f"| {pair} | {_agreement_cells(r)} |")
   return "\n".join(lines)
-
-
-_MANIFEST = flags.DEFINE_string("manifest", None,
-                                "manifest.jsonl of the speech to track.")
-_MAX_ITEMS = flags.DEFINE_integer("max_items", 0,
-                                  "Use the first N items (0: all).")
-_SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16000,
-                                    "Rate the audio is analysed at.")
-
-
-def main(argv):
-  del argv
-  items = manifest_lib.read_manifest(_MANIFEST.value)
-  if _MAX_ITEMS.value > 0:
-    items = items[:_MAX_ITEMS.value]
-  print(markdown(compare_trackers([it["audio"] for it in items],
-                                  _SAMPLE_RATE.value)))
-
-
-if __name__ == "__main__":
-  flags.mark_flag_as_required("manifest")
-  app.run(main)
