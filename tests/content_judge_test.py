@@ -388,3 +388,43 @@ def test_program_trains_and_exports(small_manifest, tmp_path):
   assert bad.returncode != 0
   assert "train_content_judge: error: no G2P for language 'xx-nope'" in (
       bad.stderr)
+
+
+def test_the_evaluation_scores_content_with_the_judge_and_pocketsphinx(
+    trained_judge):
+  """e2s_tf.aspects.scoring's content aspect, as `evaluate` runs it: a copy
+  of the originals is heard as the originals are, a low-passed copy worse,
+  silence says nothing; an item without text has only the rate against the
+  judge's transcript of the original."""
+  from e2s_tf.aspects import scoring  # pylint: disable=g-import-not-at-top
+  items = [{"id": i["id"], "audio": a, "text": i["text"],
+            "speaker": i["speaker"]}
+           for i, a in zip(trained_judge["heldout"][:4],
+                           trained_judge["audio"][:4])]
+  items[-1]["text"] = ""
+  originals = [it["audio"] for it in items]
+  audios = {"copy": [a.copy() for a in originals],
+            "lowpassed": [_lowpass(a) for a in originals],
+            "silence": [np.zeros_like(a) for a in originals]}
+  rows, extra = scoring.score(
+      items, audios, 16000,
+      scoring.Judges(content=trained_judge["export_dir"],
+                     words="pocketsphinx"),
+      ("content",), enrol_items=list, progress=False)
+  assert set(extra["seconds"]) == {"content"}
+  for k in range(3):
+    assert rows["copy"][k]["phone_error_rate"] == pytest.approx(
+        rows["reference"][k]["phone_error_rate"])
+    assert rows["copy"][k]["phone_error_rate_vs_original"] == 0.0
+    assert rows["copy"][k]["word_error_rate_vs_original"] in (0.0, None)
+    assert rows["silence"][k]["phone_error_rate"] == 1.0  # all deleted
+    assert rows["silence"][k]["word_error_rate"] == 1.0
+    assert rows["silence"][k]["transcript"] == ""
+  mean = lambda s, m: np.mean([r[m] for r in rows[s][:3]])
+  assert mean("lowpassed", "phone_error_rate") >= (
+      mean("reference", "phone_error_rate") + MIN_LOWPASS_INCREASE)
+  # No text: no phone targets, no word error rate; the transcript of the
+  # original still judges the reconstruction.
+  last = rows["copy"][3]
+  assert last["phone_error_rate"] is None and last["word_error_rate"] is None
+  assert last["phone_error_rate_vs_original"] == 0.0

@@ -129,7 +129,9 @@ class PocketSphinx:
   model, CMUdict and the en-us 3-gram language model of its wheel.
 
   The decoder is loaded once, here (~1 s); `transcribe` reuses it (one
-  utterance at a time: the decoder is not thread-safe).
+  utterance at a time: the decoder is not thread-safe), resetting its
+  feature front end first, so that a transcription depends on its audio
+  alone, not on the utterances decoded before it.
 
   Raises (from the constructor):
     RuntimeError: the pocketsphinx package or its en-us model is missing.
@@ -161,14 +163,22 @@ class PocketSphinx:
     """The words of `[samples]` float audio in [-1, 1], lower case, single
     spaces, without fillers and silences (`<s>`, `<sil>`, `[NOISE]`, ...).
 
-    Audio shorter than POCKETSPHINX_MIN_SECONDS, and audio in which the
-    decoder finds no words, give '' (an empty transcription: every
+    Audio shorter than POCKETSPHINX_MIN_SECONDS, digital silence (all
+    samples 0 after the int16 conversion), and audio in which the decoder
+    finds no words, give '' (an empty transcription: every
     reference word is then a deletion).
     """
     samples = to_int16(audio, sample_rate)
-    if samples.size < POCKETSPHINX_MIN_SECONDS * POCKETSPHINX_SAMPLE_RATE:
+    # Digital silence has no words (the decoder would make up one, "in").
+    if (samples.size < POCKETSPHINX_MIN_SECONDS * POCKETSPHINX_SAMPLE_RATE
+        or not np.any(samples)):
       return ""
     decoder = self._decoder
+    # The feature front end keeps state from one utterance to the next (its
+    # noise and mean estimates): without a reset the same audio is heard
+    # differently depending on what came before it, e.g. "we cleaned up ..."
+    # first and "cleaned up ..." after. Every utterance starts afresh.
+    decoder.reinit_feat()
     decoder.start_utt()
     decoder.process_raw(samples.tobytes(), full_utt=True)
     decoder.end_utt()

@@ -63,12 +63,13 @@ def _content(items, audios, judges: Judges, sample_rate: int, progress: bool,
   waves = {REFERENCE: [it["audio"] for it in items], **audios}
   if judges.content:
     from e2s_tf.content import export as judge_export  # pylint: disable=g-import-not-at-top
+    from e2s_tf.content import g2p  # pylint: disable=g-import-not-at-top
     judge = judge_export.load_judge(judges.content)
     targets = []
     for it in items:
       try:
         targets.append(judge.phonemes(it["text"]) if it.get("text") else None)
-      except ValueError:  # no G2P for the judge's language: n/a
+      except g2p.G2PUnavailable:  # no G2P for the judge's language: n/a
         targets.append(None)
     with _bar(len(systems), "content: phones", progress) as bar:
       heard = {}
