@@ -259,6 +259,12 @@ def _has_text(manifest: str) -> bool:
   return any(it.get("text") for it in manifest_lib.read_manifest(manifest))
 
 
+def _num_speakers(manifest: str) -> int:
+  from e2s_tf import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
+  return len({it["speaker"] for it in manifest_lib.read_manifest(manifest)
+              if it.get("speaker")})
+
+
 def main(argv):
   del argv
   py = sys.executable
@@ -302,12 +308,15 @@ def main(argv):
     embedder = encoder.embedder
   judges = judge_commands(d, train_manifest, py)
   speaker_judge = _SPEAKER_JUDGE.value
-  if not speaker_judge:
+  if not speaker_judge and _num_speakers(train_manifest) >= 2:
     speaker_judge = os.path.join(d, "speaker_judge", "export")
     stage("speaker_judge", judges["speaker_judge"],
           [os.path.join(speaker_judge, "speaker_encoder.json")])
   else:
-    print(f"[{next(counter)}/{total}] speaker_judge: {speaker_judge} (given)")
+    print(f"[{next(counter)}/{total}] speaker_judge: " + (
+        f"{speaker_judge} (given)" if speaker_judge else
+        "none: the train split has fewer than 2 speakers (a speaker "
+        "encoder needs them)"))
   content_judge = _CONTENT_JUDGE.value
   if not content_judge and _has_text(train_manifest):
     content_judge = os.path.join(d, "content_judge", "export")
@@ -373,8 +382,9 @@ def main(argv):
   eval_dir = os.path.join(d, "eval")
   cmd = [py, "-m", "e2s_tf.evaluate", f"--model={export_dir}",
          f"--data_dir={data_dir}", "--split=test", f"--out_dir={eval_dir}",
-         f"--speaker_judge={speaker_judge}",
          f"--num_audio={_NUM_LISTEN.value}"]
+  if speaker_judge:
+    cmd.append(f"--speaker_judge={speaker_judge}")
   if content_judge:
     cmd.append(f"--content_judge={content_judge}")
   if word_judge != "none":

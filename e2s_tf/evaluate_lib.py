@@ -371,8 +371,12 @@ class _Floor:
   def __call__(self, item):
     emb = self.embedder.embed(item["audio"], {"id": item["id"]})
     lengths = np.array([emb.shape[0]], np.int32)
-    spk = (np.array([max(int(item["speaker_index"]), 0)], np.int32)
-           if self.decoder.with_speaker else None)
+    spk = None
+    if self.decoder.with_speaker:
+      # The floor's own vocabulary (its dataset's), by name; 0 when absent.
+      speakers = list(self.decoder.meta.get("speakers", []))
+      spk = np.array([speakers.index(item["speaker"])
+                      if item["speaker"] in speakers else 0], np.int32)
     audio, n = self.decoder.waveform(emb[None].astype(np.float32), lengths,
                                      spk)
     return audio[0, :n[0]]
@@ -483,17 +487,25 @@ def _evaluate(decoder, runner, names, items, skipped, info, model_dir,
       "retention": retention, "judges": judges_used,
       "seconds": extra["seconds"], "num_items": len(items)})
   meta = decoder.meta
-  facts = [
-      ("model", f"{model_dir} ({meta['model']['name']}, embedder "
-                f"{meta['embedder']['name']}, dim {decoder.dim})"),
-      ("data", f"{data_dir} split {split}, {len(items)} items, "
-               f"{sum(r['seconds'] for r in rows[names[0]]):.1f} s of audio"),
-      ("Griffin-Lim", f"{runner.iterations} iterations (fast, momentum 0.99) "
-                      f"from {'PGHI' if runner.init == 'pghi' else runner.init}"
-                      " phase for every system"),
-  ] + [(k.replace("_", " "), str(v)) for k, v in judges_used.items() if v] + (
-      [("command", command)] if command else []) + (
-      [("skipped", f"{len(skipped)} items")] if skipped else [])
+  def facts_with(path):
+    """The run's facts, with `path` applied to every folder named."""
+    return [
+        ("model", f"{path(model_dir)} ({meta['model']['name']}, embedder "
+                  f"{meta['embedder']['name']}, dim {decoder.dim})"),
+        ("data", f"{path(data_dir)} split {split}, {len(items)} items, "
+                 f"{sum(r['seconds'] for r in rows[names[0]]):.1f} s of "
+                 "audio"),
+        ("Griffin-Lim", f"{runner.iterations} iterations (fast, momentum "
+                        f"0.99) from "
+                        f"{'PGHI' if runner.init == 'pghi' else runner.init}"
+                        " phase for every system" + (
+                            " but the floor (its own export's)"
+                            if FLOOR in names else "")),
+    ] + [(k.replace("_", " "), path(str(v)) if k != "word_judge" else str(v))
+         for k, v in judges_used.items() if v] + (
+        [("skipped", f"{len(skipped)} items")] if skipped else [])
+
+  facts = facts_with(lambda p: p) + ([("command", command)] if command else [])
   report = [
       f"# Evaluation: {meta['model']['name']} on {split}",
       ""] + [f"- {label}: `{value}`" if label in ("model", "data", "command")
@@ -519,8 +531,13 @@ def _evaluate(decoder, runner, names, items, skipped, info, model_dir,
                "See docs/FAQ.md on reading the profile.", ""]
   with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
     f.write("\n".join(report))
+  # The page names folders relative to itself, so that it can be shared or
+  # moved with its folder without telling where it was made; the command
+  # line is in report.md.
+  page_facts = facts_with(
+      lambda p: os.path.relpath(os.path.abspath(p), os.path.abspath(out_dir)))
   html_report.write(out_dir, f"Evaluation: {meta['model']['name']} on {split}",
-                    facts, summary_all, retention, media,
+                    page_facts, summary_all, retention, media,
                     RETENTION_FIGURE if retention else None)
   return result
 

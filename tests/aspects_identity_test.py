@@ -42,3 +42,16 @@ def test_trials_pair_every_reconstruction_with_every_original():
                                             same_item=False)
   assert target.size == 2 and nontarget.size == 4
   np.testing.assert_allclose(target, 1.0 / np.sqrt(1.01))
+
+
+def test_items_without_a_speaker_are_only_their_own_trial():
+  emb = np.eye(3)
+  target, nontarget = identity.trial_scores(emb, emb, ["a", "", ""])
+  # Only the three pairs i = j: two unlabelled items are not "the same".
+  assert target.size == 3 and nontarget.size == 0
+  target, nontarget = identity.trial_scores(emb, emb, ["a", "", ""],
+                                            same_item=False)
+  assert target.size == 0 and nontarget.size == 0
+  target, nontarget = identity.trial_scores(np.eye(4), np.eye(4),
+                                            ["a", "b", "a", ""])
+  assert target.size == 4 + 2 and nontarget.size == 4

@@ -35,8 +35,10 @@ def _files(root):
 def test_evaluate_writes_metrics_report_and_figures(speech_data, tiny_export,
                                                    tmp_path):
   out = tmp_path / "eval"
+  command = f"python -m e2s_tf.evaluate --out_dir={out}"
   result = evaluate_lib.evaluate(tiny_export, speech_data, "test", str(out),
-                                 num_figures=2, num_audio=1, progress=False)
+                                 num_figures=2, num_audio=1, progress=False,
+                                 command=command)
   n = records.read_dataset_info(speech_data)["splits"]["test"]["num_examples"]
   # The originals are a row too: what the judges (here DNSMOS) make of them.
   assert set(result) == {"reference", "model", "oracle_griffin_lim",
@@ -81,7 +83,10 @@ def test_evaluate_writes_metrics_report_and_figures(speech_data, tiny_export,
   for system in ("reference", "model", "oracle_griffin_lim", "analytic"):
     assert f'src="audio/{system}/{first}.wav"' in page
     assert (out / "spectrograms" / system / f"{first}.png").exists()
-  assert str(out) not in page
+  # The page tells nothing of where it was made (report.md does).
+  assert str(out) not in page and str(tmp_path) not in page
+  assert command in report
+  assert os.path.relpath(tiny_export, out) in page
   with open(out / "profile.json") as f:
     prof = json.load(f)
   assert prof["retention"] == {} and prof["num_items"] == n

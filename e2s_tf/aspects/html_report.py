@@ -193,8 +193,8 @@ def _retention_section(retention: Mapping[str, Mapping[str, Any]],
                        figure_path: Optional[str]) -> list[str]:
   out = ['<h2 id="retention">Retention by aspect</h2>']
   if not retention:
-    out.append('<p class="note">Retention is not computed: no floor system '
-               "was given.</p>")
+    out.append('<p class="note">Retention is not computed: it needs the '
+               "model, the oracle and a floor (evaluate --floor=EXPORT).</p>")
     return out
   out.append('<p class="note">retention = (model − floor) / (oracle − floor) '
              "on the aspect's metric: 0 is the floor, 1 the oracle; values "

@@ -76,14 +76,24 @@ def trial_scores(system_embeddings: np.ndarray,
     original_embeddings: `[items, E]` of the originals, same item order.
     labels: `[items]` speakers.
     same_item: include the pairs i = j (False for originals vs originals).
+
+  Items without a speaker ("") take part only in their own pair i = j.
   """
   a = _unit(system_embeddings)
   b = _unit(original_embeddings)
   scores = a @ b.T
   labels = np.asarray([str(x) for x in labels])
-  same = labels[:, None] == labels[None, :]
-  keep = np.ones_like(same) if same_item else ~np.eye(len(labels), dtype=bool)
-  return scores[same & keep], scores[~same & keep]
+  n = len(labels)
+  # An item without a speaker ("") is in no trial but its own (i = j): two
+  # unlabelled items may or may not share a voice.
+  known = labels != ""
+  both_known = known[:, None] & known[None, :]
+  diagonal = np.eye(n, dtype=bool)
+  target = (labels[:, None] == labels[None, :]) & both_known & ~diagonal
+  if same_item:
+    target |= diagonal
+  nontarget = (labels[:, None] != labels[None, :]) & both_known
+  return scores[target], scores[nontarget]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -111,6 +121,11 @@ def speaker_metrics(judge_dir: str, enrol_items: Sequence[Mapping[str, Any]],
   from e2s_tf.speaker import export as speaker_export  # pylint: disable=g-import-not-at-top
   from e2s_tf.speaker import identification  # pylint: disable=g-import-not-at-top
   encoder = speaker_export.load_encoder(judge_dir)
+  enrol_items = [it for it in enrol_items if it.get("speaker")]
+  if not enrol_items:
+    raise ValueError("identity: the train split has no item with a speaker "
+                     "to enrol; leave identity out (--aspects) or give "
+                     "speakers in the manifest")
   enrolment = identification.enroll(
       encoder.utterance_embeddings([it["audio"] for it in enrol_items]),
       [it["speaker"] for it in enrol_items])

@@ -56,8 +56,9 @@ def _bar(total: int, desc: str, progress: bool):
 
 def _content(items, audios, judges: Judges, sample_rate: int, progress: bool,
              rows) -> None:
-  """Phone (and word) error rates against the text's phones, or against the
-  judge's transcript of the original where an item has no text."""
+  """Phone (and word) error rates against the text's phones (n/a where an
+  item has no text), and against the judge's transcript of the original
+  (for every item: the only content metric of an item without text)."""
   from e2s_tf.aspects import content as content_lib  # pylint: disable=g-import-not-at-top
   systems = [REFERENCE] + list(audios)
   waves = {REFERENCE: [it["audio"] for it in items], **audios}
