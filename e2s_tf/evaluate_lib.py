@@ -63,7 +63,6 @@ from e2s_tf.aspects import scoring
 
 SYSTEMS = ("model", "oracle_griffin_lim", "analytic")
 FLOOR = profile.FLOOR
-SPEAKER_METRICS = ("speaker_cosine", "speaker_id_accuracy")
 SPEAKER_ENCODER_JSON = "speaker_encoder.json"
 CONTENT_JUDGE_JSON = "content_judge.json"
 METRICS_FILE = "metrics.json"
@@ -438,7 +437,7 @@ def _evaluate(decoder, runner, names, items, skipped, info, model_dir,
       enrol_items=lambda: _read_items(data_dir, "train", None, []),
       progress=progress)
   result = {}
-  reference_scored = any(aspect_rows[REFERENCE][k] for k in range(len(items)))
+  reference_scored = any(aspect_rows[REFERENCE])
   if reference_scored:
     # The originals: their distance to themselves is 0 where that is a
     # distance; what the judges make of them is their aspect rows.

@@ -26,10 +26,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-# The speaker metrics of one system (per-item rows hold `speaker_cosine` and
-# `speaker_id_correct`).
-SPEAKER_METRICS = ("speaker_cosine", "speaker_id_accuracy", "speaker_eer")
-REFERENCE = "reference"
+from e2s_tf.aspects.profile import REFERENCE
 
 
 def equal_error_rate(target_scores: Sequence[float],
