@@ -29,16 +29,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import re
 import struct
 from typing import Callable, Optional
 
 import numpy as np
-import soundfile as sf
 import tensorflow as tf
 import tensorflow_io as tfio
 
+from e2s_tf import fileio
 from e2s_tf import spectral
 
 # Extensions of the audio files that manifest builders look for.
@@ -322,18 +321,12 @@ def save_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
   """Writes `[samples]` audio as 16-bit PCM WAV, clipped to [-1, 1].
 
   Parent directories are created; the file is written under a temporary name
-  and renamed, so `path` is either absent or complete.
+  and renamed (`fileio.write_audio`, on any file system), so `path` is
+  either absent or complete.
   """
   audio = np.clip(np.asarray(audio, np.float32).reshape(-1), -1.0, 1.0)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    sf.write(tmp, audio, int(sample_rate), subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  fileio.write_audio(path, audio, int(sample_rate), subtype="PCM_16",
+                     file_format="WAV")
 
 
 # --------------------------------------------------------------------------

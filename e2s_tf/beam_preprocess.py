@@ -31,7 +31,10 @@ the `e2s_tf` package and requirements.txt (e.g. a custom container via
 `--sdk_container_image`), the audio (and .npy) paths must be readable from
 them, and `out_dir` must be a filesystem shared with the launcher (e.g.
 gs://, which needs apache-beam's `gcp` extra); the manifest is read by the
-launcher.
+launcher. `out_dir` must be on a file system Beam has
+(`check_beam_filesystem`: not ram://), and inputs on ram:// (TensorFlow's
+in-memory file system, one per process) are seen only by the DirectRunner's
+in-process mode (`num_workers=1`).
 """
 
 from __future__ import annotations
@@ -66,10 +69,11 @@ class ProcessItemsFn(beam.DoFn):
   the `ItemResult` without its example on the main output."""
 
   def __init__(self, embedder_spec: str, embedder_options: Mapping[str, Any],
-               config_dict: Mapping[str, Any], frame_tolerance: int):
+               config_dict: Mapping[str, Any], frame_tolerance: int,
+               embedding_dtype: str):
     super().__init__()
     self._args = (embedder_spec, dict(embedder_options), dict(config_dict),
-                  frame_tolerance)
+                  frame_tolerance, embedding_dtype)
     self._processor = None
     self._accepted = beam.metrics.Metrics.counter("preprocess", "accepted")
     self._rejected = beam.metrics.Metrics.counter("preprocess", "rejected")
@@ -126,7 +130,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: plan_lib.Plan):
            | "Spread" >> beam.Reshuffle())
   results = tasks | "Process" >> beam.ParDo(ProcessItemsFn(
       plan.embedder_spec, plan.embedder_options, plan.config.to_dict(),
-      plan.frame_tolerance)).with_outputs(*plan.num_shards, main=_MAIN)
+      plan.frame_tolerance, plan.embedding_dtype)).with_outputs(*plan.num_shards, main=_MAIN)
   for split, num_shards in plan.num_shards.items():
     _ = results[split] | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
         os.path.join(plan.out_dir, split),
@@ -160,6 +164,29 @@ def make_pipeline_options(runner: str, pipeline_args: Sequence[str] = (),
              "--direct_running_mode=" + ("multi_processing" if workers > 1
                                          else "in_memory")]
   return pipeline_options.PipelineOptions(args)
+
+
+def check_beam_filesystem(out_dir: str) -> None:
+  """Refuses an `out_dir` that Beam's writers cannot write, before anything
+  is done.
+
+  The shards are written by Beam (`WriteToTFRecord`), through Beam's own
+  file systems: local, gs:// (apache-beam's `gcp` extra), s3:// (`aws`),
+  hdfs:// (`hadoop`); not TensorFlow's alone (ram://, or gs:// without the
+  extra), which the local path (`preprocess_lib`) writes.
+
+  Raises:
+    PreprocessError: saying so.
+  """
+  from apache_beam.io import filesystems  # pylint: disable=g-import-not-at-top
+  try:
+    filesystems.FileSystems.get_filesystem(out_dir)
+  except (ValueError, OSError) as e:
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise PreprocessError(
+        f"--out_dir={out_dir}: the Beam pipeline cannot write there (Beam "
+        f"has no file system for it: {reason}); preprocess without --runner, "
+        "or choose a folder on a file system Beam has") from None
 
 
 def _remove_if_exists(path: str):
@@ -211,6 +238,7 @@ def run_beam_preprocess(manifest: str, out_dir: str,
     fileio.FolderInUse: another run writes into `out_dir`.
   """
   s = plan_lib.Settings(embedder_spec=embedder_spec, **settings)
+  check_beam_filesystem(out_dir)
   options = make_pipeline_options(runner, pipeline_args, s.num_workers)
   return run.run_steps(
       manifest, out_dir, s,

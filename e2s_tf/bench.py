@@ -4,16 +4,22 @@ r"""Runs the benchmark suite and writes its figures as JSON.
         [--work_dir=/tmp/e2s_bench] [--out=bench.json] \
         [--table=docs/performance_table.md] \
         [--phase_model=EXPORT_DIR] [--phase_curve=docs/phase_quality_vs_time.png] \
-        [--evaluate_demo=DEMO_DIR]
+        [--evaluate_demo=DEMO_DIR] [--scale_manifest=MANIFEST]
 
-Benchmarks (e2s_tf/benchmarks/cases.py): griffin_lim, input_pipeline, filler,
-inference, training, preprocess, memory, evaluation, phase. Each prints one line; `--out`
+Benchmarks (e2s_tf/benchmarks/cases.py): griffin_lim, input_pipeline, records, filler,
+inference, training, preprocess, memory, evaluation, phase, scale. Each prints one line; `--out`
 gets all the figures (with the load average around each benchmark), `--table`
 the Markdown table of docs/performance.md (followed by the phase benchmark's
 table of every method when it ran). The default corpus and its dataset are
 made under --work_dir on the first run and reused. The phase benchmark also
 reconstructs an export's predicted magnitudes (`--phase_model`) and plots
-quality against time (`--phase_curve`).
+quality against time (`--phase_curve`). The scale benchmark
+(e2s_tf/benchmarks/scale.py) runs the corpus of `--scale_manifest` (e.g. a
+10-hour `make_corpus --hours=10`) through preprocess (the local pool and the
+Beam DirectRunner, 2 workers) and one epoch of training, each a program of its
+own, measuring wall time, audio seconds per second, bytes on disk and peak
+memory; without `--scale_manifest` it is skipped (recorded as such), and
+`--only=scale` without it is an error.
 """
 
 import os
@@ -50,6 +56,11 @@ _EVALUATE_DEMO = flags.DEFINE_string(
     "evaluate_demo", "", "evaluation benchmark: a `make demo` folder whose "
     "export, test split, judges and floor are evaluated (default: the bench's "
     "data with an untrained export and floor, no judges).")
+_SCALE_MANIFEST = flags.DEFINE_string(
+    "scale_manifest", "", "scale benchmark (required by it): the corpus "
+    "manifest to run through preprocess (local and Beam DirectRunner, 2 "
+    "workers) and one epoch of training, under --work_dir/scale; without it "
+    "the benchmark is skipped.")
 _PHASE_CURVE = flags.DEFINE_string(
     "phase_curve", "", "phase benchmark: write the PNG of quality against "
     "time here (e.g. docs/phase_quality_vs_time.png).")
@@ -58,6 +69,10 @@ _PHASE_CURVE = flags.DEFINE_string(
 def main(argv):
   del argv
   command = " ".join(["python -m e2s_tf.bench"] + sys.argv[1:])
+  if "scale" in _ONLY.value and not _SCALE_MANIFEST.value:
+    raise SystemExit("bench: error: the scale benchmark needs "
+                     "--scale_manifest=MANIFEST (the corpus to run, e.g. "
+                     "python -m e2s_tf.make_corpus --out_dir=D --hours=10)")
   try:
     results = bench_lib.run(
         _WORK_DIR.value, _OUT.value, only=_ONLY.value, quick=_QUICK.value,
@@ -65,7 +80,8 @@ def main(argv):
         command=command,
         options={"phase_model": _PHASE_MODEL.value or None,
                  "evaluate_demo": _EVALUATE_DEMO.value or None,
-                 "phase_curve": _PHASE_CURVE.value or None})
+                 "phase_curve": _PHASE_CURVE.value or None,
+                 "scale_manifest": _SCALE_MANIFEST.value or None})
   except ValueError as e:
     raise SystemExit(f"bench: error: {e}") from None
   if _TABLE.value:

@@ -25,6 +25,7 @@ from e2s_tf import fileio
 from e2s_tf.benchmarks import cases
 from e2s_tf.benchmarks import harness
 from e2s_tf.benchmarks import phase
+from e2s_tf.benchmarks import scale
 from e2s_tf.experiments import common
 
 
@@ -53,7 +54,8 @@ def run(work_dir: str, out: str, only: Optional[Sequence[str]] = None,
     command: the command line, recorded.
     log: where the one-line summaries go.
     options: options of single benchmarks (`harness.Bench.options`: the
-      phase benchmark's `phase_model` and `phase_curve`).
+      phase benchmark's `phase_model` and `phase_curve`, the scale
+      benchmark's `scale_manifest`).
 
   Returns:
     the results written to `out`.
@@ -136,6 +138,13 @@ def performance_table(results: Mapping[str, Any]) -> str:
     add("input_pipeline", f"profiler trace, steps {p['steps']}: input wait "
         "per step", f"{p['input_wait_ms']:.1f} ms of {p['step_ms']:.0f} ms "
         f"(**{p['input_wait_share']:.2%}**)")
+  if "records" in b:
+    f = b["records"]
+    add("records", f"bytes on disk per audio second ({f['embedding_dim']}-dim "
+        f"{f['embedding_dtype']} embedding, 16-bit audio; previous schema)",
+        f"**{f['bytes_per_audio_second'] / 1000:.1f} KB** "
+        f"({f['previous_schema_bytes_per_audio_second'] / 1000:.1f} KB)",
+        target(f, f"≤ {cases.TARGET_BYTES_PER_AUDIO_SECOND / 1000:g} KB"))
   if "filler" in b:
     f = b["filler"]
     add("filler", "filler-frame share of one train epoch",
@@ -198,6 +207,9 @@ def performance_table(results: Mapping[str, Any]) -> str:
           target(f, f"SC ≥ {phase.TARGET_SC_REDUCTION:.0%} lower, PESQ "
                  f"≥ +{phase.TARGET_PESQ_GAIN:g}") if name == "oracle"
           else "")
+  if "scale" in b:
+    for measure, value in scale.table_rows(b["scale"]):
+      add("scale", measure, value)
   head = ("| benchmark | measure | result | target |\n"
           "|---|---|---|---|")
   return "\n".join([head] + rows)

@@ -23,6 +23,7 @@ import concurrent.futures
 import dataclasses
 import glob
 import json
+import math
 import os
 import struct
 import subprocess
@@ -412,6 +413,21 @@ def _check_compatible(path: str, table: Mapping[str, Any]) -> None:
           f"not {table[key]!r}; use another out_dir or delete it")
 
 
+# Mean seconds of an utterance of the corpus: 4.84 s in the demo corpus
+# (8 x 40 utterances, 1549 s), 4.80 s in a 40 x 190 one (36,504 s).
+MEAN_UTTERANCE_SECONDS = 4.8
+
+
+def utterances_for_hours(hours: float, speakers: int) -> int:
+  """Utterances per speaker for about `hours` of audio from `speakers`
+  (`make_corpus --hours`)."""
+  if not hours > 0 or speakers < 1:
+    raise ValueError(f"need hours > 0 and speakers >= 1, got {hours} and "
+                     f"{speakers}")
+  return max(1, math.ceil(hours * 3600.0 /
+                          (speakers * MEAN_UTTERANCE_SECONDS)))
+
+
 def make_corpus(out_dir: str, speakers: int = 8, utterances: int = 40,
                 seed: int = 0, sample_rate: int = 16000, progress: bool = True,
                 workers: Optional[int] = None) -> str:
@@ -442,7 +458,11 @@ def make_corpus(out_dir: str, speakers: int = 8, utterances: int = 40,
   _check_compatible(speakers_path, table)
   os.makedirs(out_dir, exist_ok=True)
   # Leftovers of an interrupted run (temporary files are never complete).
-  for stale in glob.glob(os.path.join(out_dir, WAV_DIR, "*", "*.wav.tmp*")):
+  # (`<id>.wav.tmp<pid>` of older versions, `.<id>.wav.tmp-XXXXXXXX` of
+  # audio.save_wav now.)
+  for stale in (glob.glob(os.path.join(out_dir, WAV_DIR, "*", "*.wav.tmp*")) +
+                glob.glob(os.path.join(out_dir, WAV_DIR, "*",
+                                       ".*.wav.tmp-*"))):
     os.remove(stale)
   plan = [make_utterance(voice, i, j, seed)
           for i, voice in enumerate(voices) for j in range(utterances)]

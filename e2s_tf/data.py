@@ -1,7 +1,8 @@
 """Input pipeline: TFRecord shards -> normalised, batched training examples.
 
 `make_dataset` reads the shards of one split written by `e2s_tf.preprocess`,
-parses them with `records.parse_example`, groups items into batches with one of
+parses them with `records.parse_example` (which computes each item's log-STFT
+from its 16-bit audio, in the parallel map, before batching), groups items into batches with one of
 the batching modes of `batching.MODES`, and normalises both streams with the
 train-split
 statistics of `dataset_info.json`. Every batch is a dict:
@@ -299,7 +300,9 @@ def make_dataset(data_dir: str,
   mapping = alignment.FrameMapping.from_info(info)
 
   def parse(serialized):
-    item = records.parse_example(serialized, with_audio=with_audio)
+    # The log-STFT is computed here, per item and unpadded, in the parallel
+    # map (records keep only the audio; docs/scaling.md says why here).
+    item = records.parse_example(serialized, stft, with_audio=with_audio)
     if map_frames and not mapping.identity:
       # Records keep the embedding on its own grid; the decoder sees it at
       # the STFT frames (the same mapping as the export's).

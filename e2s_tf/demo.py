@@ -166,6 +166,16 @@ def default_split_by(split_by: str, embedder: str, audio_dir: str,
   return "speaker"
 
 
+def _stale(dataset_info):
+  """Whether a dataset_info.json is of another schema than this version's."""
+  from e2s_tf import records  # pylint: disable=g-import-not-at-top
+  try:
+    with open(dataset_info) as f:
+      return json.load(f).get("version", 1) != records.SCHEMA_VERSION
+  except (OSError, ValueError):
+    return True
+
+
 def _stamp_path(demo_dir, stage):
   return os.path.join(demo_dir, ".stamps", stage)
 
@@ -174,6 +184,9 @@ def _done(demo_dir, stage, command, outputs):
   path = _stamp_path(demo_dir, stage)
   if not os.path.exists(path) or not all(os.path.exists(o) for o in outputs):
     return False
+  for output in outputs:
+    if os.path.basename(output) == "dataset_info.json" and _stale(output):
+      return False  # records of an older schema: preprocess rebuilds them
   with open(path) as f:
     return json.load(f).get("command") == command
 

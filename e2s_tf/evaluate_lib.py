@@ -38,6 +38,7 @@ records.CorruptShardError naming the file.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import time
@@ -82,9 +83,11 @@ def _read_items(data_dir: str, split: str, max_items: Optional[int],
   Raises:
     records.CorruptShardError: a shard cannot be read; names the file.
   """
-  files = records.split_files(data_dir, split)
+  info = records.read_dataset_info(data_dir)
+  files = records.split_files(data_dir, split, info)
   items, invalid = [], 0
-  for item in records.read_examples(files, with_audio=True):
+  for item in records.read_examples(files, with_audio=True,
+                                    stft_config=records.stft_config(info)):
     problem = fileio.item_id_problem(item["id"])
     if problem:
       invalid += 1
@@ -166,14 +169,14 @@ def speaker_encoder_dir(info: dict) -> Optional[str]:
   if not spec.startswith("savedmodel:"):
     return None
   path = spec.split(":", 1)[1]
-  return path if os.path.exists(os.path.join(path, SPEAKER_ENCODER_JSON)) \
+  return path if fileio.exists(os.path.join(path, SPEAKER_ENCODER_JSON)) \
       else None
 
 
 def _file_name(folder: str, item_id: str, taken: set[str]) -> str:
   """The item's file name (an id) in every output folder, unique per run."""
   path = fileio.unique_output_path(folder, item_id, "", taken)
-  return os.path.relpath(path, os.path.realpath(folder)).replace(os.sep, "/")
+  return fileio.relpath(path, fileio.realpath(folder)).replace(os.sep, "/")
 
 
 def _timed(fn: Callable, item) -> tuple[np.ndarray, float]:
@@ -208,8 +211,10 @@ def _figure(path, item_id, target_log, prediction_log, stft):
     fig.colorbar(im, ax=ax, label="dB")
   axes[-1].set_xlabel("seconds")
   fig.tight_layout()
-  fig.savefig(path, dpi=80)
+  png = io.BytesIO()
+  fig.savefig(png, dpi=80, format="png")
   plt.close(fig)
+  fileio.write_bytes(path, png.getvalue())
 
 
 def format_table(summary: dict[str, dict[str, Any]]) -> str:
@@ -248,7 +253,7 @@ def profile_text(summary: dict[str, dict[str, Any]]) -> str:
 
 def _check_export_dir(flag: str, path: Optional[str], marker: str,
                       program: str) -> None:
-  if path is not None and not os.path.exists(os.path.join(path, marker)):
+  if path is not None and not fileio.exists(os.path.join(path, marker)):
     raise ValueError(f"{flag}={path}: no {marker} there; it takes the export "
                      f"folder of {program}")
 
@@ -385,7 +390,7 @@ def _evaluate(decoder, runner, names, items, skipped, info, model_dir,
               data_dir, split, out_dir, num_figures, num_audio, command,
               progress, judges, aspects, floor):
   figures_dir = os.path.join(out_dir, FIGURES_DIR)
-  os.makedirs(figures_dir, exist_ok=True)
+  fileio.makedirs(figures_dir)
   # Warm-up: trace every system once so that rtf measures synthesis only.
   for name in names:
     getattr(runner, name)(items[0])
@@ -429,7 +434,6 @@ def _evaluate(decoder, runner, names, items, skipped, info, model_dir,
                       "systems": {n: shown[n] for n in [REFERENCE] + names}})
       if k < num_figures:
         path = fileio.output_path(figures_dir, name_of_item, ".png")
-        os.makedirs(os.path.dirname(path), exist_ok=True)  # ids with '/'
         _figure(path, item["id"], item["log_stft"],
                 runner.model_spectrogram(item), stft)
   aspect_rows, extra = scoring.score(
@@ -528,13 +532,13 @@ def _evaluate(decoder, runner, names, items, skipped, info, model_dir,
                "leaves out k items where it did not (too short, no voiced "
                "frame in common, no text); —: not computed for the system. "
                "See docs/FAQ.md on reading the profile.", ""]
-  with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
+  with fileio.replacing(os.path.join(out_dir, REPORT_FILE)) as f:
     f.write("\n".join(report))
   # The page names folders relative to itself, so that it can be shared or
   # moved with its folder without telling where it was made; the command
   # line is in report.md.
   page_facts = facts_with(
-      lambda p: os.path.relpath(os.path.abspath(p), os.path.abspath(out_dir)))
+      lambda p: fileio.relpath(fileio.abspath(p), fileio.abspath(out_dir)))
   html_report.write(out_dir, f"Evaluation: {meta['model']['name']} on {split}",
                     page_facts, summary_all, retention, media,
                     RETENTION_FIGURE if retention else None)
@@ -542,7 +546,7 @@ def _evaluate(decoder, runner, names, items, skipped, info, model_dir,
 
 
 def _relative(path: str, out_dir: str) -> str:
-  return os.path.relpath(path, os.path.realpath(out_dir)).replace(os.sep, "/")
+  return fileio.relpath(path, fileio.realpath(out_dir)).replace(os.sep, "/")
 
 
 def _aspect_metric_names() -> list[str]:

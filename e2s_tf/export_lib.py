@@ -36,7 +36,6 @@ outputs than e2s_export.json describes, naming the endpoint and what differs.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Mapping, Optional, Sequence
 
@@ -211,12 +210,11 @@ def read_export_json(export_dir: str) -> dict[str, Any]:
     ExportError: it is not JSON or lacks `stft` / `embedding_dim`.
   """
   path = os.path.join(export_dir, EXPORT_JSON)
-  if not os.path.isfile(path):
+  if not fileio.isfile(path):
     raise FileNotFoundError(f"{path} not found: is {export_dir!r} an output of "
                             "e2s_tf.export?")
   try:
-    with open(path, encoding="utf-8") as f:
-      meta = json.load(f)
+    meta = fileio.read_json(path)
     spectral.StftConfig.from_dict(meta["stft"])
     int(meta["embedding_dim"])
   except (ValueError, KeyError, TypeError) as e:
@@ -231,12 +229,10 @@ def _signature_defs(export_dir: str) -> Mapping[str, Any]:
   binary = os.path.join(export_dir, "saved_model.pb")
   text = os.path.join(export_dir, "saved_model.pbtxt")
   try:
-    if os.path.isfile(binary):
-      with open(binary, "rb") as f:
-        proto.ParseFromString(f.read())
-    elif os.path.isfile(text):
-      with open(text, encoding="utf-8") as f:
-        text_format.Parse(f.read(), proto)
+    if fileio.isfile(binary):
+      proto.ParseFromString(fileio.read_bytes(binary))
+    elif fileio.isfile(text):
+      text_format.Parse(fileio.read_text(text), proto)
     else:
       raise ExportError(f"{export_dir} has {EXPORT_JSON} but no "
                         "saved_model.pb: not a SavedModel")

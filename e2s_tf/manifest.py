@@ -58,11 +58,11 @@ def read_manifest(path: str) -> list[dict[str, Any]]:
       space, ...: `fileio.item_id_problem` says why), a duplicate id, or
       invalid `start`/`end`; the message names the file and line number.
   """
-  if not os.path.isfile(path):
+  if not fileio.isfile(path):
     raise FileNotFoundError(f"manifest {path} not found")
-  root = os.path.dirname(os.path.abspath(path))
+  root = fileio.dirname(fileio.abspath(path))
   items, seen = [], {}
-  with open(path, "rb") as f:
+  with fileio.open(path, "rb") as f:
     for number, raw in enumerate(f, 1):
       where = f"{path}:{number}"
       try:
@@ -91,8 +91,8 @@ def read_manifest(path: str) -> list[dict[str, Any]]:
       seen[item["id"]] = number
       _check_region(item, where)
       for key in _PATH_FIELDS:
-        if isinstance(item.get(key), str) and not os.path.isabs(item[key]):
-          item[key] = os.path.normpath(os.path.join(root, item[key]))
+        if isinstance(item.get(key), str) and not fileio.isabs(item[key]):
+          item[key] = fileio.normpath(os.path.join(root, item[key]))
       items.append(item)
   return items
 
@@ -131,15 +131,15 @@ def find_audio(audio_dir: str) -> list[str]:
 
   Hidden files and directories (".name") are skipped.
   """
-  if not os.path.isdir(audio_dir):
+  if not fileio.isdir(audio_dir):
     raise FileNotFoundError(f"audio directory {audio_dir} not found")
   found = []
-  for directory, subdirs, files in os.walk(audio_dir):
+  for directory, subdirs, files in fileio.walk(audio_dir):
     subdirs[:] = [d for d in subdirs if not d.startswith(".")]
     for name in files:
       if (not name.startswith(".") and
           os.path.splitext(name)[1].lower() in audio_lib.AUDIO_EXTENSIONS):
-        relative = os.path.relpath(os.path.join(directory, name), audio_dir)
+        relative = fileio.relpath(os.path.join(directory, name), audio_dir)
         found.append(relative.replace(os.sep, "/"))
   return sorted(found)
 
@@ -256,14 +256,14 @@ def build_manifest(audio_dir: str, out: str, layout: str = "speaker_dirs",
                       os.path.join(audio_dir, relative))
       continue
     relatives.append(relative)
-  out_dir = os.path.dirname(os.path.abspath(out))
+  out_dir = fileio.dirname(fileio.abspath(out))
   items, failed = [], 0
   for relative, file_id in tqdm.tqdm(
       list(zip(relatives, _file_ids(relatives))), desc="manifest",
       unit="file", disable=not progress):
     path = os.path.join(audio_dir, relative)
     base = {"id": file_id,
-            "audio": os.path.relpath(os.path.abspath(path), out_dir).replace(
+            "audio": fileio.relpath(fileio.abspath(path), out_dir).replace(
                 os.sep, "/")}
     speaker = speaker_of(relative)
     if speaker is not None:

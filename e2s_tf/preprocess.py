@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from e2s_tf import fileio
 from e2s_tf import preprocess_lib
+from e2s_tf import records
 from e2s_tf import spectral
 from e2s_tf.preprocessing import pieces
 from e2s_tf.preprocessing import splits
@@ -74,6 +75,12 @@ _FRAME_TOLERANCE = flags.DEFINE_integer(
     "frames by frame centres (frame_mapping in dataset_info.json).")
 _ITEMS_PER_SHARD = flags.DEFINE_integer("items_per_shard", 64,
                                         "Examples per TFRecord shard.")
+_EMBEDDING_DTYPE = flags.DEFINE_enum(
+    "embedding_dtype", records.DEFAULT_EMBEDDING_DTYPE,
+    list(records.EMBEDDING_DTYPES),
+    "How the records store the embedding: float16 halves its bytes (see "
+    "docs/scaling.md for what it does to quality); float32 keeps it exact, "
+    "and is needed for an embedder whose values exceed float16's range.")
 _NUM_WORKERS = flags.DEFINE_integer(
     "num_workers", None, "Worker processes, locally or on the DirectRunner "
     "(default: the cores, at most 8).")
@@ -150,7 +157,8 @@ def main(argv):
       split_by=_SPLIT_BY.value, valid_fraction=_VALID.value,
       test_fraction=_TEST.value, seed=_SEED.value,
       frame_tolerance=_FRAME_TOLERANCE.value,
-      items_per_shard=_ITEMS_PER_SHARD.value, num_workers=_NUM_WORKERS.value,
+      items_per_shard=_ITEMS_PER_SHARD.value,
+      embedding_dtype=_EMBEDDING_DTYPE.value, num_workers=_NUM_WORKERS.value,
       max_rejected_fraction=_MAX_REJECTED.value, overwrite=_OVERWRITE.value,
       max_item_seconds=_MAX_ITEM_SECONDS.value)
   try:

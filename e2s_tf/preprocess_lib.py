@@ -28,21 +28,40 @@ from e2s_tf.preprocessing import stats
 _WORKER = {}
 
 
-def _init_worker(embedder_spec, embedder_options, config_dict, frame_tolerance):
+def _init_worker(embedder_spec, embedder_options, config_dict, frame_tolerance,
+                 embedding_dtype):
   _WORKER["processor"] = items.ItemProcessor(embedder_spec, embedder_options,
-                                             config_dict, frame_tolerance)
+                                             config_dict, frame_tolerance,
+                                             embedding_dtype)
 
 
 def _work(task) -> items.ItemResult:
   return _WORKER["processor"](task)
 
 
+# TensorFlow's in-memory file system is per process: the pool's workers,
+# spawned, start with an empty one and would not find its files.
+_PER_PROCESS_FILESYSTEM = "ram://"
+
+
+def _reads_per_process_files(plan: plan_lib.Plan) -> bool:
+  """Whether the workers would read files on ram:// (audio, .npy, the
+  embedder's model): then the items are processed in this process."""
+  paths = [plan.embedder_spec.split(":", 1)[-1]] + [
+      str(task.get(key) or "") for task, _ in plan.tasks()
+      for key in ("audio", "embedding")]
+  return any(p.startswith(_PER_PROCESS_FILESYSTEM) for p in paths)
+
+
 def _iterate(plan: plan_lib.Plan,
              num_workers: int) -> Iterable[items.ItemResult]:
-  """The results of `plan`'s tasks, in task order."""
+  """The results of `plan`'s tasks, in task order: in `num_workers` spawned
+  processes, or in this one for one worker or inputs on ram:// (which a
+  spawned process cannot see)."""
   init_args = (plan.embedder_spec, plan.embedder_options,
-               plan.config.to_dict(), plan.frame_tolerance)
-  if num_workers <= 1:
+               plan.config.to_dict(), plan.frame_tolerance,
+               plan.embedding_dtype)
+  if num_workers <= 1 or _reads_per_process_files(plan):
     _init_worker(*init_args)
     for task in plan.tasks():
       yield _work(task)
@@ -96,7 +115,7 @@ def run_preprocess(manifest: str, out_dir: str, embedder_spec: str = "logmel",
     embedder_spec: logmel | mfcc | npy | savedmodel:PATH | onnx:PATH.
     **settings: the other fields of `preprocessing.plan.Settings`
       (embedder_options, config, split_by, valid_fraction, test_fraction,
-      seed, frame_tolerance, items_per_shard, num_workers,
+      seed, frame_tolerance, items_per_shard, embedding_dtype, num_workers,
       max_rejected_fraction, overwrite, progress, max_item_seconds).
 
   Raises:

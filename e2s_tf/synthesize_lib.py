@@ -26,7 +26,6 @@ What is written where, and what is skipped:
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import time
 from typing import Iterator, Optional
@@ -80,21 +79,25 @@ def iter_items(source: str, dim: int, transpose: bool = False
     records.CorruptShardError: a shard of DIR:split cannot be read.
     ValueError: DIR:split holds embeddings of another dimension than `dim`.
   """
-  if os.path.isfile(source):
+  if fileio.isfile(source):
     yield _load_npy(source, _npy_id(os.path.basename(source)), dim, transpose)
     return
-  if os.path.isdir(source):
-    paths = sorted(glob.glob(os.path.join(source, "**", "*.npy"),
-                             recursive=True))
-    paths = [p for p in paths if os.path.isfile(p)]
-    if not paths:
+  if fileio.isdir(source):
+    found = []  # (relative '/'-separated path, path), as glob's `**/*.npy`
+    for top, folders, files in fileio.walk(source, followlinks=True):
+      folders[:] = sorted(f for f in folders if not f.startswith("."))
+      relative = fileio.relpath(top, source).replace(os.sep, "/")
+      for name in files:
+        if name.endswith(".npy") and not name.startswith("."):
+          found.append((name if relative == "." else f"{relative}/{name}",
+                        os.path.join(top, name)))
+    if not found:
       raise FileNotFoundError(f"{source}: no .npy files")
-    for p in paths:
-      relative = os.path.relpath(p, source).replace(os.sep, "/")
+    for relative, p in sorted(found, key=lambda f: f[1]):
       yield _load_npy(p, _npy_id(relative), dim, transpose)
     return
   data_dir, sep, split = source.rpartition(":")
-  if not sep or not os.path.isdir(data_dir):
+  if not sep or not fileio.isdir(data_dir):
     raise FileNotFoundError(
         f"--input={source!r} is neither a .npy file, a folder, nor DATA_DIR:split")
   files = records.split_files(data_dir, split)

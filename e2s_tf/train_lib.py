@@ -32,10 +32,8 @@ Workdir layout:
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import time
 from typing import Any, Optional, Sequence
 
@@ -167,6 +165,9 @@ def train(config: ml_collections.ConfigDict, data_dir: str, workdir: str,
   profile = tuple(profile_steps or ())
   if profile and (len(profile) != 2 or profile[0] >= profile[1]):
     raise ValueError(f"profile_steps must be A,B with A < B, got {profile}")
+  # A workdir of a file system TensorFlow has through tensorflow-io's plugins
+  # (s3://, hdfs://) needs them loaded before the checkpoint manager runs.
+  fileio.load_filesystem(workdir)
   info = records.read_dataset_info(data_dir)
   config = resolve_config(config, info)
   strategy = distribution.make_strategy(config.distribution)
@@ -458,7 +459,7 @@ class _Run:
       writer.flush()
       valid_writer.flush()
     if not self.chief:
-      shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+      fileio.rmtree(self.checkpoint_dir, ignore_errors=True)
     total = time.time() - start_time
     log(f"done: step {int(step)} in {progress.duration(total)} "
         f"({(int(step) - start_step) / max(total, 1e-9):.2f} steps/s); "
@@ -473,8 +474,7 @@ def restore_network(workdir: str) -> tuple[keras.Model, ml_collections.ConfigDic
                                            dict[str, Any]]:
   """The trained inference network of a workdir, at its latest checkpoint."""
   config = configio.read(workdir)
-  with open(os.path.join(workdir, records.DATASET_INFO)) as f:
-    info = json.load(f)
+  info = fileio.read_json(os.path.join(workdir, records.DATASET_INFO))
   model = build_model(config, info)
   checkpoints.restore_for_inference(
       tf.train.Checkpoint(weights=checkpoints.weights_of(model)),

@@ -57,13 +57,13 @@ def both(manifest, tmp_path_factory):
 
 
 def _examples(data_dir):
-  """{split: set of (id, speaker, speaker_index, frames, array bytes...)}."""
+  """{split: set of (id, speaker, speaker_index, frames, array bytes...)};
+  the log-STFT is a function of the audio."""
   out = {}
   for split in records.read_dataset_info(data_dir)["splits"]:
     out[split] = {
         (ex["id"], ex["speaker"], ex["speaker_index"], ex["length"],
-         ex["embedding"].tobytes(), ex["log_stft"].tobytes(),
-         ex["audio"].tobytes())
+         ex["embedding"].tobytes(), ex["audio"].tobytes())
         for ex in records.read_examples(records.split_files(data_dir, split),
                                         with_audio=True)}
   return out

@@ -206,3 +206,26 @@ def test_command_line_programs(tmp_path):
   assert len(items) >= 4  # two clauses or more per utterance
   assert all(i["id"].rsplit("_r", 1)[0] in ("spk00_0000", "spk01_0000")
              for i in items)
+
+
+def test_make_corpus_hours_sets_the_utterances_per_speaker(tmp_path):
+  # 10 h of 40 speakers at 4.8 s an utterance: ceil(36000 / 192).
+  assert corpus.utterances_for_hours(10, 40) == 188
+  assert corpus.utterances_for_hours(0.001, 8) == 1
+  with pytest.raises(ValueError, match="hours > 0"):
+    corpus.utterances_for_hours(0, 8)
+  out = str(tmp_path / "corpus")
+  # 0.005 h = 18 s of 2 speakers: ceil(18 / 9.6) = 2 utterances each.
+  summary = _run("e2s_tf.make_corpus", f"--out_dir={out}", "--speakers=2",
+                 "--hours=0.005", "--progress=false")
+  items = manifest_lib.read_manifest(os.path.join(out, "manifest.jsonl"))
+  seconds = sum(sf.info(i["audio"]).duration for i in items)
+  assert len(items) == 4
+  assert summary.startswith(f"make_corpus: 4 utterances of 2 speakers "
+                            f"({seconds / 3600:.2f} h of audio)")
+  both = subprocess.run(
+      [sys.executable, "-m", "e2s_tf.make_corpus", f"--out_dir={out}",
+       "--hours=1", "--utterances=3"], cwd=ROOT, capture_output=True,
+      text=True, check=False)
+  assert both.returncode == 1
+  assert "give --hours or --utterances, not both" in both.stderr

@@ -5,12 +5,14 @@ consistent dataset_info.json (stats, length quantiles, splits, speakers, ...)
 as tfrecords/README.md lists, so the input pipeline and everything after it
 can run on a few kilobytes of data made inside the test.
 
-Frames are labelled so tests can check which frames arrive where: in both
-streams, column 0 holds the frame index `t` and column 1 the item number (its
-position in `TinyDataset.items[split]`, counted over all splits); the other
-columns are seeded noise. The audio holds its own sample index: sample `n`
-has the value `n`, so a window of frames `[a, b)` must come with the audio
-values `a * frame_step, ...`.
+Frames are labelled so tests can check which frames arrive where: in the
+embedding, column 0 holds the frame index `t` and column 1 the item number
+(its position in `TinyDataset.items[split]`, counted over all splits); the
+other columns are seeded noise. The audio is seeded noise of each item's own
+(as the records keep it: 16-bit), so a window of frames `[a, b)` must come
+with the samples `item.audio[a * frame_step:]`, and the log-STFT is the one
+the records give: `spectral.log_stft` of that audio, which differs from frame
+to frame and from item to item.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ class TinyItem:
   id: str
   number: int
   embedding: np.ndarray  # [frames, dim]
-  log_stft: np.ndarray  # [frames, bins]
-  audio: np.ndarray  # [samples]
+  log_stft: np.ndarray  # [frames, bins], spectral.log_stft of the audio
+  audio: np.ndarray  # [samples], as stored (16-bit)
   speaker: str
   speaker_index: int
 
@@ -92,11 +94,12 @@ def _make_item(split: str, index: int, number: int, length: int, dim: int,
                rng: np.random.Generator) -> TinyItem:
   t = np.arange(length, dtype=np.float32)
   embedding = rng.normal(0.5, 2.0, (length, dim)).astype(np.float32)
-  log_stft = rng.uniform(-8.0, 2.0, (length, stft.num_bins)).astype(np.float32)
-  for stream in (embedding, log_stft):
-    stream[:, FRAME_COLUMN] = t
-    stream[:, ITEM_COLUMN] = number
-  audio = np.arange(stft.num_samples(length), dtype=np.float32)
+  embedding[:, FRAME_COLUMN] = t
+  embedding[:, ITEM_COLUMN] = number
+  audio = records.stored_audio(
+      rng.uniform(-0.9, 0.9, stft.num_samples(length)))
+  log_stft = spectral.log_stft(audio, stft).numpy()
+  assert log_stft.shape[0] == length
   speaker = speakers[number % len(speakers)] if speakers else ""
   return TinyItem(id=f"{split}-{index:04d}", number=number, embedding=embedding,
                   log_stft=log_stft, audio=audio, speaker=speaker,
@@ -151,8 +154,8 @@ def write_tiny_dataset(tmp_path: Union[str, os.PathLike],
                for f in files]
     for i, item in enumerate(items[split]):
       writers[i % count].write(records.serialize_example(
-          item.id, item.embedding, item.log_stft, item.audio, item.speaker,
-          item.speaker_index))
+          item.id, item.embedding, item.audio, item.length, item.speaker,
+          item.speaker_index, embedding_dtype="float32"))
     for writer in writers:
       writer.close()
     frames = int(sum(lengths))
@@ -176,7 +179,8 @@ def write_tiny_dataset(tmp_path: Union[str, os.PathLike],
   log_stft_mean, log_stft_std = preprocess_stats.mean_and_std(
       log_stft.sum(0), np.square(log_stft).sum(0), log_stft.shape[0])
   info = {
-      "version": 1,
+      "version": records.SCHEMA_VERSION,
+      "record_format": {"audio": "pcm16", "embedding": "float32"},
       "stft": stft.to_dict(),
       "embedder": {"name": "tiny", "spec": "tiny", "dim": dim,
                    "grid": {"sample_rate": stft.sample_rate,

@@ -53,8 +53,10 @@ def _assert_same_log_stft(stored, reference):
 
 
 def _read_split(data_dir, split):
+  info = records.read_dataset_info(data_dir)
   return {ex["id"]: ex for ex in records.read_examples(
-      records.split_files(data_dir, split), with_audio=True)}
+      records.split_files(data_dir, split, info), with_audio=True,
+      stft_config=records.stft_config(info))}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ def test_speaker_split_holds_out_whole_speakers(logmel_data):
       "train": 2, "valid": 2, "test": 2}
 
 
-def test_stored_log_stft_equals_numpy_recomputation(logmel_data, tiny_corpus):
+def test_pipeline_log_stft_equals_numpy_recomputation(logmel_data, tiny_corpus):
   data_dir, info = logmel_data
   assert info["stft"] == CONFIG.to_dict()
   items = {it["id"]: it for it in manifest_lib.read_manifest(tiny_corpus)}
@@ -92,12 +94,11 @@ def test_stored_log_stft_equals_numpy_recomputation(logmel_data, tiny_corpus):
       _assert_same_log_stft(ex["log_stft"], spectral.numpy_log_stft(ex["audio"]))
       # What was said travels with the item (the content judge's targets).
       assert ex["text"] == items[item_id]["text"] and ex["text"]
-      # The stored audio is the decoded file, cut to the samples the frames
-      # cover.
+      # The stored audio is the decoded (16-bit) file, without loss, cut to
+      # the samples the frames cover.
       source = audio_lib.load_audio(items[item_id]["audio"], CONFIG.sample_rate)
       assert t == CONFIG.num_frames(source.shape[0])
-      np.testing.assert_allclose(ex["audio"], source[:ex["audio"].shape[0]],
-                                 atol=1e-6)
+      np.testing.assert_array_equal(ex["audio"], source[:ex["audio"].shape[0]])
 
 
 def test_statistics_are_those_of_the_train_split(logmel_data):
@@ -287,8 +288,9 @@ def test_preprocess_through_a_savedmodel_embedder(tiny_corpus, tmp_path):
     t = int(ex["length"])
     idx = (np.arange(t)[:, None] * CONFIG.frame_step +
            np.arange(CONFIG.frame_length)[None])
+    # Stored as float16 (the default): within its rounding of the model's.
     np.testing.assert_allclose(ex["embedding"], np.tanh(a[idx] @ proj),
-                               atol=1e-4)
+                               rtol=2.0 ** -11, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------
@@ -654,8 +656,9 @@ def test_pieces_stay_in_their_items_split_and_frames(long_case):
     full = np.load(items[row["source"]]["embedding"])
     first = int(round(row["start"] * 16000)) // CONFIG.frame_step
     t = int(npy[item_id]["length"])
-    np.testing.assert_array_equal(npy[item_id]["embedding"],
-                                  full[first:first + t])
+    np.testing.assert_array_equal(
+        npy[item_id]["embedding"],
+        full[first:first + t].astype(np.float16).astype(np.float32))
 
 
 def test_taken_piece_ids_are_refused_and_regions_cut_in_file_seconds(
@@ -715,3 +718,31 @@ def test_a_damaged_dataset_info_is_named_not_taken_for_other_settings(
       tiny_corpus, str(out), "logmel", split_by="utterance", num_workers=1,
       progress=False, overwrite=True)
   assert records.read_dataset_info(str(out)) == info
+
+
+def test_an_older_schema_is_refused_and_the_printed_command_rebuilds_it(
+    tiny_corpus, tmp_path):
+  """A folder of schema version 3 (as a preprocess of an older e2s_tf left
+  it) is refused by every reader with a command; that command, run as
+  printed (plus the folder's own split settings), rebuilds it in place."""
+  out = str(tmp_path / "data")
+  settings = ["--split_by=speaker", "--valid_fraction=0.34",
+              "--test_fraction=0.34", "--num_workers=1"]
+  assert _cli(f"--manifest={tiny_corpus}", f"--out_dir={out}",
+              *settings).returncode == 0
+  path = os.path.join(out, records.DATASET_INFO)
+  with open(path) as f:
+    info = json.load(f)
+  info["version"] = 3  # (its fingerprint still that of these settings)
+  with open(path, "w") as f:
+    json.dump(info, f)
+  with pytest.raises(records.SchemaError) as e:
+    records.read_dataset_info(out)
+  command = re.search(r"`python -m e2s_tf\.preprocess ([^`]*)`",
+                      str(e.value)).group(1).split()
+  run = _cli(*command, *settings)
+  assert run.returncode == 0, run.stderr[-2000:]
+  rebuilt = records.read_dataset_info(out)
+  assert rebuilt["version"] == records.SCHEMA_VERSION
+  assert rebuilt["splits"]["train"]["num_examples"] == (
+      info["splits"]["train"]["num_examples"])

@@ -94,7 +94,7 @@ def test_an_accepted_item_and_its_sums(wav):
                           "_split": "valid"}, embedder, CONFIG,
                          speaker_index=2)
   assert r.ok and r.split == "valid"
-  ex = records.parse_example(r.example, with_audio=True)
+  ex = records.parse_example(r.example, CONFIG, with_audio=True)
   assert int(ex["length"]) == r.num_frames == CONFIG.num_frames(8000)
   assert int(ex["speaker_index"]) == 2
   np.testing.assert_allclose(r.log_stft_sum,

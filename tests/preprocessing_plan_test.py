@@ -20,6 +20,11 @@ def test_settings_are_checked_by_flag():
   for flag in ("--split_by", "--valid_fraction", "--num_workers",
                "--max_item_seconds"):
     assert flag in message, message
+  with pytest.raises(PreprocessError) as e:
+    plan.Settings(embedding_dtype="bfloat16").check()
+  message = str(e.value)
+  for flag in ("--embedding_dtype must be one of float16, float32",):
+    assert flag in message, message
   with pytest.raises(PreprocessError, match="--embedder_options: must be a "
                      "JSON object, got list"):
     plan.Settings(embedder_options=[1]).check()
@@ -31,13 +36,14 @@ def test_the_fingerprint_covers_the_dataset_settings_only():
   # These keys and values are what datasets of this schema were
   # fingerprinted with: a re-run with the same settings recognises them. The
   # schema version is among them, so that a dataset of an older schema
-  # (version 2: no `text` in the records) is rebuilt, not taken as done.
+  # (version 3: float32 audio and a stored log-STFT) is rebuilt, not taken as
+  # done; so is the embedding's storage type.
   assert plan.Settings(num_workers=3, overwrite=True,
                        progress=False).fingerprinted() == {
-      "schema_version": 3, "embedder": "logmel", "options": {}, "stft": CONFIG.to_dict(),
+      "schema_version": 4, "embedder": "logmel", "options": {}, "stft": CONFIG.to_dict(),
       "split_by": "speaker", "valid_fraction": 0.1, "test_fraction": 0.1,
       "seed": 0, "frame_tolerance": 0, "items_per_shard": 64,
-      "max_item_seconds": 30.0}
+      "embedding_dtype": "float16", "max_item_seconds": 30.0}
 
 
 def _npy_items(tmp_path, shapes):

@@ -17,12 +17,13 @@ pyplot: no global figure state, no backend switch, nothing left to close.
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from e2s_tf import fileio
 from e2s_tf import spectral
 from e2s_tf.aspects import html_report
 
@@ -43,10 +44,11 @@ def _canvas_figure(size):
 
 
 def _save(fig, path: str) -> str:
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fig.savefig(path, dpi=DPI, format="png")
-  return path
+  """The PNG of `fig` written to `path` whole (`fileio.write_bytes`, on any
+  file system; the folder is made if missing)."""
+  png = io.BytesIO()
+  fig.savefig(png, dpi=DPI, format="png")
+  return fileio.write_bytes(path, png.getvalue())
 
 
 def _finite(value: Any) -> Optional[float]:

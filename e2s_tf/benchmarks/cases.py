@@ -1,6 +1,6 @@
 """The benchmarks: what each stage costs, against its target.
 
-Nine benchmarks (`BENCHMARKS`), each a function `(harness.Bench) ->
+Eleven benchmarks (`BENCHMARKS`), each a function `(harness.Bench) ->
 figures` whose figures (a JSON object) land under
 `results["benchmarks"][name]` together with the machine's load average
 around it (`bench_lib.run`), and whose one-line summary is printed:
@@ -13,6 +13,13 @@ around it (`bench_lib.run`), and whose one-line summary is printed:
                    the frames/s a training step of the default model consumes,
                    and the share of the step time spent waiting for input in a
                    profiler trace of `train_lib.train`. Target: >= 10x.
+  records          bytes on disk per audio second of the dataset's shards
+                   (16-bit audio, the embedding as preprocess stored it, no
+                   log-STFT), against the previous schema's float32 audio,
+                   log-STFT and embedding of the same items, and frames/s of
+                   parsing a record with its log-STFT in a sequential map
+                   (no parallel calls; TensorFlow's op threads as set). Target:
+                   <= 50 KB per audio second (default grid, 64-dim).
   filler           filler-frame (and discarded-frame) share of every batching
                    mode of `batching.MODES` over one train epoch.
   inference        real-time factor of the exported `waveform` endpoint
@@ -43,6 +50,11 @@ around it (`bench_lib.run`), and whose one-line summary is printed:
                    spectral convergence, PESQ and STOI. Target: at the time of
                    zero phase / 32 iterations, SC >= 15% lower and PESQ >=
                    +0.15 on oracle magnitudes, no frame class worse.
+  scale            a corpus (`scale_manifest` option; skipped without it)
+                   through preprocess on the local pool and on Beam's
+                   DirectRunner (2 workers each) and one epoch of training:
+                   wall times, audio seconds per second, bytes on disk, peak
+                   memory (e2s_tf/benchmarks/scale.py; docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -63,11 +75,13 @@ from e2s_tf import batching
 from e2s_tf import data as data_lib
 from e2s_tf import export_lib
 from e2s_tf import metrics
+from e2s_tf import records
 from e2s_tf import spectral
 from e2s_tf import train_lib
 from e2s_tf.benchmarks import harness
 from e2s_tf.benchmarks import memory
 from e2s_tf.benchmarks import phase
+from e2s_tf.benchmarks import scale
 from e2s_tf.preprocessing import pieces as preprocess_pieces
 
 GRIFFIN_LIM_MOMENTUM = export_lib.GRIFFIN_LIM_MOMENTUM
@@ -76,6 +90,7 @@ TARGET_GRIFFIN_LIM_SPEEDUP = 2.0
 TARGET_PIPELINE_HEADROOM = 10.0
 TARGET_INFERENCE_RTF = 0.05
 TARGET_EVALUATION_SECONDS = 180.0
+TARGET_BYTES_PER_AUDIO_SECOND = 50_000.0
 # The default (and only decoder) model of the pipeline and inference checks.
 DEFAULT_MODEL = "multiscale"
 
@@ -190,6 +205,58 @@ def bench_input_pipeline(bench: harness.Bench) -> dict[str, Any]:
       "target": f"pipeline >= {TARGET_PIPELINE_HEADROOM:g}x training",
       "target_met": headroom >= TARGET_PIPELINE_HEADROOM,
   }
+
+
+def bench_records(bench: harness.Bench) -> dict[str, Any]:
+  """Bytes on disk per audio second of the bench dataset's shards, against
+  what the previous schema (version 3: float32 audio, log-STFT and
+  embedding) stored for the same items, and the parse + log-STFT cost."""
+  info = bench.info
+  config = records.stft_config(info)
+  shard_bytes = audio_seconds = frames = 0
+  files = []
+  for split, v in info["splits"].items():
+    split_files = records.split_files(bench.data_dir, split, info)
+    files += split_files
+    shard_bytes += sum(tf.io.gfile.stat(f).length for f in split_files)
+    audio_seconds += v["num_audio_seconds"]
+    frames += v["num_frames"]
+  dim = int(info["embedder"]["dim"])
+  samples = audio_seconds * config.sample_rate
+  embedding_frames = frames  # the default grid: logmel on the STFT frames
+  previous = 4 * (samples + frames * config.num_bins + embedding_frames * dim)
+  dtype = info.get("record_format", {}).get("embedding", "float32")
+  # The parse of every record with its log-STFT, alone, one record at a time
+  # (the input pipeline runs this map in parallel).
+  ds = tf.data.TFRecordDataset(files).map(
+      lambda r: records.parse_example(r, config)["length"])
+  start = time.perf_counter()
+  parsed = sum(int(n) for n in ds.as_numpy_iterator())
+  parse_seconds = time.perf_counter() - start
+  per_second = shard_bytes / audio_seconds
+  return {
+      "audio_seconds": audio_seconds, "shard_bytes": shard_bytes,
+      "embedding_dim": dim, "embedding_dtype": dtype,
+      "bytes_per_audio_second": per_second,
+      "audio_bytes_per_audio_second": 2.0 * config.sample_rate,
+      "embedding_bytes_per_audio_second": (
+          embedding_frames * dim * (2 if dtype == "float16" else 4)
+          / audio_seconds),
+      "previous_schema_bytes_per_audio_second": previous / audio_seconds,
+      "reduction": previous / shard_bytes,
+      "parse_with_log_stft_frames_per_sec": parsed / parse_seconds,
+      "target": f"<= {TARGET_BYTES_PER_AUDIO_SECOND / 1000:g} KB per audio s",
+      "target_met": per_second <= TARGET_BYTES_PER_AUDIO_SECOND,
+  }
+
+
+def _line_records(f: Mapping[str, Any]) -> str:
+  return (f"{f['bytes_per_audio_second'] / 1000:.1f} KB per audio s "
+          f"({f['embedding_dim']}-dim {f['embedding_dtype']} embedding; "
+          f"previous schema {f['previous_schema_bytes_per_audio_second'] / 1000:.1f}"
+          f" KB, {f['reduction']:.1f}x more); parse + log-STFT "
+          f"{f['parse_with_log_stft_frames_per_sec']:,.0f} frames/s in a "
+          "sequential map")
 
 
 def _line_input_pipeline(f: Mapping[str, Any]) -> str:
@@ -425,11 +492,12 @@ def bench_evaluation(bench: harness.Bench) -> dict[str, Any]:
     model = _untrained_export(bench, data_dir, bench.info, "eval_model")
     energy = os.path.join(bench.work_dir, "energy_tfrecords")
     s = bench.sizes
-    if not os.path.exists(os.path.join(energy, records.DATASET_INFO)):
-      preprocess_lib.run_preprocess(
-          bench.manifest, energy, "energy", split_by=s.split_by,
-          valid_fraction=s.valid_fraction, test_fraction=s.test_fraction,
-          progress=False)
+    # A no-op when the folder holds these settings' dataset; rebuilt when it
+    # is of an older schema or other sizes (the bench's own scratch).
+    preprocess_lib.run_preprocess(
+        bench.manifest, energy, "energy", split_by=s.split_by,
+        valid_fraction=s.valid_fraction, test_fraction=s.test_fraction,
+        overwrite=True, progress=False)
     judges = dict(floor=_untrained_export(
         bench, energy, records.read_dataset_info(energy), "eval_floor"))
     num_audio = 3
@@ -493,6 +561,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     b.name: b for b in (
         Benchmark("griffin_lim", bench_griffin_lim, _line_griffin_lim),
         Benchmark("input_pipeline", bench_input_pipeline, _line_input_pipeline),
+        Benchmark("records", bench_records, _line_records),
         Benchmark("filler", bench_filler, _line_filler),
         Benchmark("inference", bench_inference, _line_inference),
         Benchmark("training", bench_training, _line_training),
@@ -500,5 +569,6 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("memory", bench_memory, _line_memory),
         Benchmark("evaluation", bench_evaluation, _line_evaluation),
         Benchmark("phase", bench_phase, _line_phase),
+        Benchmark("scale", scale.bench_scale, scale._line_scale),
     )
 }

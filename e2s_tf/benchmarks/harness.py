@@ -163,7 +163,9 @@ class Bench:
     return preprocess_lib.run_preprocess(
         self.manifest, out_dir, "logmel", split_by=s.split_by,
         valid_fraction=s.valid_fraction, test_fraction=s.test_fraction,
-        progress=False)
+        # The bench's own scratch folder: one of an older schema or other
+        # sizes is rebuilt (the same settings are reused as they are).
+        overwrite=True, progress=False)
 
   @property
   def data_dir(self) -> str:

@@ -146,8 +146,11 @@ class Source:
 def read_items(data_dir: str, split: str, count: int) -> list[dict[str, Any]]:
   """`count` items of `split` (all when 0), sorted by id and evenly spread
   over them."""
-  items = sorted(records.read_examples(records.split_files(data_dir, split),
-                                       with_audio=True),
+  info = records.read_dataset_info(data_dir)
+  items = sorted(records.read_examples(records.split_files(data_dir, split,
+                                                           info),
+                                       with_audio=True,
+                                       stft_config=records.stft_config(info)),
                  key=lambda it: it["id"])
   if not items:
     raise ValueError(f"{data_dir}: split {split!r} has no items")

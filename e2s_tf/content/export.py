@@ -160,7 +160,7 @@ class ContentJudge:
 
   def __init__(self, export_dir: str):
     path = os.path.join(export_dir, JUDGE_JSON)
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
       raise ValueError(f"{path} not found: is {export_dir!r} an export of "
                        "e2s_tf.train_content_judge?")
     self.meta = workdir_lib.read_json(path)

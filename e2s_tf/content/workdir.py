@@ -56,14 +56,13 @@ def best_dir(workdir: str) -> str:
 
 
 def read_json(path: str) -> Any:
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return fileio.read_json(path)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The workdir's config.json."""
   path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  if not fileio.isfile(path):
     raise FileNotFoundError(f"{path} not found: is {workdir!r} a content "
                             "judge workdir (e2s_tf.train_content_judge)?")
   return configio.read(workdir)
@@ -77,7 +76,7 @@ def read_judge(workdir: str) -> dict[str, Any]:
 def read_evaluation(workdir: str) -> dict[str, Any]:
   """evaluation.json, or {} when the run wrote none."""
   path = os.path.join(workdir, EVALUATION_FILE)
-  return read_json(path) if os.path.exists(path) else {}
+  return read_json(path) if fileio.exists(path) else {}
 
 
 def write_run_files(workdir: str, config: ml_collections.ConfigDict,
@@ -112,7 +111,7 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict,
   if latest is None:
     return None
   problems = []
-  if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+  if fileio.exists(os.path.join(workdir, CONFIG_FILE)):
     old = configio.read(workdir).to_dict()
     new = json.loads(configio.to_json(config))
     for section in MODEL_SECTIONS:
@@ -120,7 +119,7 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict,
           {section: old.get(section)}, {section: new.get(section)}, "config")
       if differences:
         problems.append(f"its {section} config differs: {differences}")
-  if os.path.exists(os.path.join(workdir, JUDGE_FILE)):
+  if fileio.exists(os.path.join(workdir, JUDGE_FILE)):
     old_phones = read_judge(workdir).get("phones")
     if old_phones != list(phones):
       problems.append(f"it was trained on the phones {old_phones}; the "
@@ -204,7 +203,7 @@ def best_checkpoint(workdir: str) -> Optional[str]:
   latest = tf.train.latest_checkpoint(checkpoint_dir(workdir))
   if latest is None:
     return None
-  reader = tf.train.load_checkpoint(latest)
+  reader = tf.compat.v1.train.NewCheckpointReader(latest)  # see checkpoints.has
   key = "best_step/.ATTRIBUTES/VARIABLE_VALUE"
   if not reader.has_tensor(key) or int(reader.get_tensor(key)) < 0:
     return None

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import json
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from e2s_tf import fileio
 from e2s_tf import spectral
 
 
@@ -307,8 +307,7 @@ def read_grid_json(json_path: str) -> dict[str, Any]:
       declared integer); the message names the file.
   """
   try:
-    with open(json_path) as f:
-      declared = json.load(f)
+    declared = fileio.read_json(json_path)
   except (OSError, ValueError) as e:
     raise ValueError(f"{json_path}: cannot read: {e}") from e
   if not isinstance(declared, dict):

@@ -56,10 +56,10 @@ def read_embedding(path: str, transpose: bool = False) -> np.ndarray:
       numbers, or has NaN/Inf values, also after the cast to float32
       (`non_finite`). The message says what, without the path.
   """
-  if not os.path.isfile(path):
+  if not fileio.isfile(path):
     raise NpyError("embedding file not found")
   try:
-    array = np.load(path, allow_pickle=False)
+    array = fileio.load_npy(path)
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     raise NpyError(f"cannot read the .npy file: {e or type(e).__name__}"
                    ) from None

@@ -57,7 +57,7 @@ def embedder_json_path(model_path: str) -> Optional[str]:
   """
   shared = os.path.join(os.path.dirname(os.fspath(model_path)), EMBEDDER_JSON)
   for path in (model_json_path(model_path), shared):
-    if os.path.isfile(path):
+    if fileio.isfile(path):
       return path
   return None
 
@@ -133,11 +133,11 @@ class OnnxEmbedder(base.ModelFileEmbedder):
     if not path:
       raise ValueError("onnx needs a path: --embedder=onnx:PATH (the .onnx "
                        "file)")
-    self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    if os.path.isdir(self.path):
+    self.path = fileio.abspath(os.path.expanduser(os.fspath(path)))
+    if fileio.isdir(self.path):
       raise ValueError(f"ONNX model {self.path} is a folder: give the .onnx "
                        "file")
-    if not os.path.isfile(self.path):
+    if not fileio.isfile(self.path):
       raise ValueError(f"no ONNX model file at {self.path}")
     self._declare(embedder_json_path(self.path), stft_config,
                   frame_length=frame_length, frame_step=frame_step, dim=dim,
@@ -162,8 +162,13 @@ class OnnxEmbedder(base.ModelFileEmbedder):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only: no shape-merge warnings
+    # onnxruntime opens a local model by name; one on another file system
+    # (gs://, ...) is read into memory and given as bytes, so external data
+    # files beside it are not found there: keep such a model on a local disk.
     try:
-      return ort.InferenceSession(self.path, sess_options=options,
+      model = (fileio.read_bytes(self.path) if fileio.is_remote(self.path)
+               else self.path)
+      return ort.InferenceSession(model, sess_options=options,
                                   providers=list(PROVIDERS))
     # onnxruntime's errors share no base class but Exception.
     except Exception as e:  # pylint: disable=broad-except

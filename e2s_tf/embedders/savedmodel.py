@@ -42,7 +42,7 @@ def write_embedder_json(path: str, dim: Optional[int], grid: base.Grid) -> str:
   Returns:
     The JSON file's path.
   """
-  os.makedirs(path, exist_ok=True)
+  fileio.makedirs(path)
   return fileio.write_json(
       os.path.join(path, EMBEDDER_JSON),
       {"dim": None if dim is None else int(dim), **grid.to_dict()},
@@ -91,11 +91,11 @@ class SavedModelEmbedder(base.ModelFileEmbedder):
     super().__init__(stft_config)
     if not path:
       raise ValueError("savedmodel needs a path: --embedder=savedmodel:PATH")
-    self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    self.path = fileio.abspath(os.path.expanduser(os.fspath(path)))
     if not tf.saved_model.contains_saved_model(self.path):
       raise ValueError(f"no SavedModel at {self.path}")
     json_path = os.path.join(self.path, EMBEDDER_JSON)
-    self._declare(json_path if os.path.isfile(json_path) else None,
+    self._declare(json_path if fileio.isfile(json_path) else None,
                   stft_config, frame_length=frame_length,
                   frame_step=frame_step, dim=dim, center=center)
     self._model = tf.saved_model.load(self.path)

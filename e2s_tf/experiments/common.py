@@ -6,7 +6,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
 import time
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
@@ -84,7 +83,7 @@ def train_and_evaluate(config, data_dir: str, workdir: str, split: str = "valid"
                        max_items: Optional[int] = None,
                        log=print) -> dict[str, float]:
   """Trains from scratch, exports and evaluates `model` on `split`."""
-  shutil.rmtree(workdir, ignore_errors=True)
+  fileio.rmtree(workdir, ignore_errors=True)
   start = time.time()
   trained = train_lib.train(config, data_dir, os.path.join(workdir, "run"),
                             log=log)
@@ -141,11 +140,10 @@ def write_report(path: str, title: str, command: str, intro: str, notes: str,
   machine, date, table, notes) and `<path without .md>.json` (rows, steps,
   quick); prints the table and returns `rows`."""
   table = markdown_table(columns, rows)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   text = (f"# {title}\n\n{intro}\n\n- command: `{command}`\n"
           f"- machine: {machine()}\n- date: {time.strftime('%Y-%m-%d')}\n\n"
           f"{table}\n\n{notes}\n")
-  with open(path, "w") as f:
+  with fileio.replacing(path) as f:
     f.write(text)
   fileio.write_json(os.path.splitext(path)[0] + ".json",
                     {"rows": rows, "steps": steps, "quick": quick})
@@ -225,7 +223,8 @@ def derive_dataset(data_dir: str, out_dir: str, stft: spectral.StftConfig,
   """Writes a copy of `data_dir` whose examples went through `transform`.
 
   `transform(example)` gets the parsed example (NumPy: embedding, log_stft,
-  audio, id, speaker, speaker_index) and returns the new one (same keys) or
+  audio, id, speaker, speaker_index, text) and returns the new one (same
+  keys, the audio covering exactly the frames of its log_stft on `stft`) or
   None to drop it. The statistics are recomputed on the new train split.
   """
   info = records.read_dataset_info(data_dir)
@@ -234,23 +233,30 @@ def derive_dataset(data_dir: str, out_dir: str, stft: spectral.StftConfig,
         f"{data_dir}: its embedder's frames are mapped onto the STFT frames "
         "(frame_mapping in dataset_info.json); this experiment shifts frames "
         "one to one and needs a dataset whose embedder runs on the STFT grid")
-  shutil.rmtree(out_dir, ignore_errors=True)
-  os.makedirs(out_dir)
+  fileio.rmtree(out_dir, ignore_errors=True)
+  fileio.makedirs(out_dir)
   new = json.loads(json.dumps(info))
   new["stft"] = stft.to_dict()
+  source = records.stft_config(info)
+  # The source's storage type: its values come back exactly.
+  dtype = info.get("record_format", {}).get(
+      "embedding", records.DEFAULT_EMBEDDING_DTYPE)
   summary = preprocess_stats.Summary()
   for split in info["splits"]:
     name = records.shard_name(split, 0, 1)
     with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as w:
       for ex in records.read_examples(records.split_files(data_dir, split,
                                                           info),
-                                      with_audio=True):
+                                      with_audio=True, stft_config=source):
         ex = transform(ex)
         if ex is None or ex["embedding"].shape[0] == 0:
           continue
+        # The new record's log-STFT is computed from its audio when read:
+        # `transform` keeps the audio on the frames of its log_stft.
         w.write(records.serialize_example(
-            ex["id"], ex["embedding"], ex["log_stft"], ex["audio"],
-            ex["speaker"], int(ex["speaker_index"])))
+            ex["id"], ex["embedding"], ex["audio"], ex["log_stft"].shape[0],
+            ex["speaker"], int(ex["speaker_index"]), text=ex["text"],
+            embedding_dtype=dtype))
         summary.add(_item_result(ex, split))
     counts = summary.split_counts(split)
     new["splits"][split].update(

@@ -30,7 +30,6 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -101,8 +100,8 @@ def _train_encoder(manifest: str, work_dir: str, quick: bool,
     export_dir = os.path.join(workdir, "export" if hop is None
                               else f"export_{hop}")
     exports[name] = export_dir
-    if os.path.exists(os.path.join(export_dir,
-                                   evaluate_lib.SPEAKER_ENCODER_JSON)):
+    if fileio.exists(os.path.join(export_dir,
+                                  evaluate_lib.SPEAKER_ENCODER_JSON)):
       continue
     command = [sys.executable, "-m", "e2s_tf.train_embedder",
                f"--manifest={manifest}", f"--workdir={workdir}",
@@ -230,7 +229,7 @@ def train_and_score(config, data_dir: str, workdir: str,
                     log: Callable[..., None] = print) -> dict[str, Any]:
   """Trains `config` from scratch on `data_dir`, exports it and scores the
   export on the validation split; returns the row's numbers."""
-  shutil.rmtree(workdir, ignore_errors=True)
+  fileio.rmtree(workdir, ignore_errors=True)
   lines: list[str] = []
   started = time.time()
   trained = train_lib.train(config, data_dir, os.path.join(workdir, "run"),
@@ -257,7 +256,7 @@ def train_and_score(config, data_dir: str, workdir: str,
     row[key] = common.nan_if_none(model.get(key))
   row["reference_speaker_id_accuracy"] = common.nan_if_none(
       reference.get("speaker_id_accuracy"))
-  shutil.rmtree(os.path.join(workdir, "run", "checkpoints"),
+  fileio.rmtree(os.path.join(workdir, "run", "checkpoints"),
                 ignore_errors=True)
   log(f"   {row['steps']} steps in {row['train_seconds']:.0f} s, "
       f"scored {row['eval_items']} items")
@@ -425,7 +424,6 @@ def _write_report(path: str, results: Mapping[str, Any]) -> None:
               "the budget; no_context: the decoder without its context ("
               + _NO_CONTEXT.get(first["decoder"], "") + ").", "",
               common.markdown_table(ABLATION_COLUMNS, results["ablation"])]
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w") as f:
+  with fileio.replacing(path) as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))

@@ -721,5 +721,5 @@ def _write_report(path: str, results: Mapping[str, Any]) -> None:
       d = results["summary"]["difference"][key]
       seeds = ", ".join(format(v, fmt) for v in d["per_seed"])
       lines.append(f"- {key}: {seeds}; mean {format(d['mean'], fmt)}")
-  with open(path, "w") as f:
+  with fileio.replacing(path) as f:
     f.write("\n".join(lines) + "\n")

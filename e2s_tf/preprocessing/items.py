@@ -145,7 +145,8 @@ def _grid_words(mapping: alignment.FrameMapping) -> str:
 def process_item(item: Mapping[str, Any], embedder: embedders.Embedder,
                  config: spectral.StftConfig, frame_tolerance: int = 0,
                  speaker_index: int = -1,
-                 mapping: Optional[alignment.FrameMapping] = None
+                 mapping: Optional[alignment.FrameMapping] = None,
+                 embedding_dtype: str = records.DEFAULT_EMBEDDING_DTYPE
                  ) -> ItemResult:
   """Turns one manifest item into a serialised example, or a rejection.
 
@@ -162,6 +163,13 @@ def process_item(item: Mapping[str, Any], embedder: embedders.Embedder,
       (against what the grid gives for the audio) are trimmed and counted.
     speaker_index: the item's index in the speaker vocabulary, -1 if none.
     mapping: the embedder grid's mapping onto `config` (default: computed).
+    embedding_dtype: how the record stores the embedding
+      (`records.EMBEDDING_DTYPES`).
+
+  The audio is taken as the record stores it (16 bits,
+  `records.stored_audio`) before anything is computed from it, so the
+  embedding, the log-STFT behind the statistics, and the log-STFT the input
+  pipeline computes from the record all see the same samples.
   """
   item_id = str(item["id"])
   piece = item.get("_piece")
@@ -169,6 +177,7 @@ def process_item(item: Mapping[str, Any], embedder: embedders.Embedder,
     mapping = alignment.FrameMapping.between(embedder.grid, config)
   try:
     item, audio = _load_audio(item, config)
+    audio = records.stored_audio(audio)
     embedding = _embed(item, audio, embedder, mapping)
     log_stft = spectral.log_stft(audio, config).numpy()
     t_emb, t_stft = embedding.shape[0], log_stft.shape[0]
@@ -181,7 +190,12 @@ def process_item(item: Mapping[str, Any], embedder: embedders.Embedder,
           f"({_grid_words(mapping)}) gives {expected} for the "
           f"{audio.shape[0]} samples of the audio ({t_stft} STFT frames; "
           f"--frame_tolerance={frame_tolerance})")
-    embedding = embedding[:expected]
+    # As the record will give it back: the statistics are of those values.
+    try:
+      embedding = records.stored_embedding(embedding[:expected],
+                                           embedding_dtype)
+    except ValueError as e:
+      raise Rejected(Reason.EMBEDDING_ERROR, str(e)) from None
     frames = min(t_stft, int(mapping.stft_frames(embedding.shape[0])))
     if frames == 0:
       raise Rejected(Reason.TOO_SHORT, "no frames left after trimming")
@@ -196,8 +210,9 @@ def process_item(item: Mapping[str, Any], embedder: embedders.Embedder,
   return ItemResult(
       item_id=item_id, split=item.get("_split", ""),
       example=records.serialize_example(
-          item_id, embedding, log_stft, audio,
+          item_id, embedding, audio, frames,
           speaker=item.get("speaker") or "", speaker_index=speaker_index,
+          embedding_dtype=embedding_dtype,
           # A piece says only part of its item's text: none is kept.
           text="" if piece is not None else str(item.get("text") or "")),
       num_frames=frames, num_samples=int(audio.shape[0]),
@@ -218,7 +233,8 @@ class ItemProcessor:
   """
 
   def __init__(self, embedder_spec: str, embedder_options: Mapping[str, Any],
-               config_dict: Mapping[str, Any], frame_tolerance: int):
+               config_dict: Mapping[str, Any], frame_tolerance: int,
+               embedding_dtype: str = records.DEFAULT_EMBEDDING_DTYPE):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
       # Parallelism comes from the workers; one op thread each avoids
@@ -232,6 +248,7 @@ class ItemProcessor:
     self.embedder = embedders.get_embedder(embedder_spec, self.config,
                                            **dict(embedder_options))
     self.frame_tolerance = frame_tolerance
+    self.embedding_dtype = embedding_dtype
     self.mapping = alignment.FrameMapping.between(self.embedder.grid,
                                                   self.config)
 
@@ -239,7 +256,8 @@ class ItemProcessor:
     item, speaker_index = task
     try:
       return process_item(item, self.embedder, self.config,
-                          self.frame_tolerance, speaker_index, self.mapping)
+                          self.frame_tolerance, speaker_index, self.mapping,
+                          self.embedding_dtype)
     except Exception as e:  # pylint: disable=broad-except
       # One broken item never takes the run down; it is reported by name.
       return rejection(item, Reason.EMBEDDING_ERROR,

@@ -95,7 +95,10 @@ def open_output(plan: Plan, overwrite: bool,
             f"{info_path} cannot be read ({unreadable}): the dataset there is "
             "damaged; pass --overwrite to rebuild it, or choose another "
             "--out_dir")
-      if old.get("fingerprint") == plan.fingerprint:
+      # The fingerprint covers the schema version; the version is compared
+      # as well, so that a folder of another one is never taken as done.
+      if (old.get("fingerprint") == plan.fingerprint and
+          old.get("version") == records.SCHEMA_VERSION):
         if progress:
           print(f"{plan.out_dir}: already complete for this manifest and "
                 "settings; nothing to do")
@@ -167,8 +170,13 @@ def rename_tmp(path: str) -> None:
 
 
 def remove_if_exists(path: str) -> None:
-  if tf.io.gfile.exists(path):
+  # Removing and ignoring "not found" asks the file system once, and does not
+  # trust `exists`: ram:// says a path exists when another one starts with it
+  # (`x` when there is `x.tmp`).
+  try:
     tf.io.gfile.remove(path)
+  except tf.errors.NotFoundError:
+    pass
 
 
 def discard(out_dir: str) -> None:

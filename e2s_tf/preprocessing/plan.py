@@ -55,6 +55,8 @@ class Settings:
       audio (real off-by-a-frame data; the mapping of other grids onto the
       STFT frames is not a trim).
     items_per_shard: examples per TFRecord shard.
+    embedding_dtype: how the records store the embedding: float16 (half the
+      bytes; the default) or float32 (`records.EMBEDDING_DTYPES`).
     max_item_seconds: items longer than this become pieces (0: never).
     num_workers: worker processes (None: the cores, at most 8).
     max_rejected_fraction: the run fails when more items are rejected.
@@ -70,6 +72,7 @@ class Settings:
   seed: int = 0
   frame_tolerance: int = 0
   items_per_shard: int = 64
+  embedding_dtype: str = records.DEFAULT_EMBEDDING_DTYPE
   max_item_seconds: float = pieces.DEFAULT_MAX_ITEM_SECONDS
   num_workers: Optional[int] = None
   max_rejected_fraction: float = 0.2
@@ -96,6 +99,10 @@ class Settings:
     if self.items_per_shard < 1:
       problems.append("--items_per_shard must be >= 1, got "
                       f"{self.items_per_shard}")
+    if self.embedding_dtype not in records.EMBEDDING_DTYPES:
+      problems.append("--embedding_dtype must be one of "
+                      f"{', '.join(records.EMBEDDING_DTYPES)}, got "
+                      f"{self.embedding_dtype!r}")
     if not 0 <= self.max_rejected_fraction <= 1:
       problems.append("--max_rejected_fraction must be in [0, 1], got "
                       f"{self.max_rejected_fraction}")
@@ -124,6 +131,7 @@ class Settings:
                 test_fraction=self.test_fraction, seed=self.seed,
                 frame_tolerance=self.frame_tolerance,
                 items_per_shard=self.items_per_shard,
+                embedding_dtype=self.embedding_dtype,
                 max_item_seconds=float(self.max_item_seconds))
 
 
@@ -150,6 +158,7 @@ class Plan:
   seed: int = 0
   frame_tolerance: int = 0
   items_per_shard: int = 64
+  embedding_dtype: str = records.DEFAULT_EMBEDDING_DTYPE
   max_item_seconds: float = pieces.DEFAULT_MAX_ITEM_SECONDS
   frame_mapping: Optional[alignment.FrameMapping] = None
   items: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -210,8 +219,7 @@ def build_embedder(spec: str, config: spectral.StftConfig,
 
 def _fingerprint(manifest_path: str, settings: Settings) -> str:
   h = hashlib.sha256()
-  with open(manifest_path, "rb") as f:
-    h.update(f.read())
+  h.update(fileio.read_bytes(manifest_path))
   h.update(json.dumps(settings.fingerprinted(), sort_keys=True).encode())
   return h.hexdigest()[:16]
 
@@ -241,6 +249,7 @@ def plan_preprocess(manifest: str, out_dir: str, settings: Settings) -> Plan:
               embedder_spec=settings.embedder_spec, split_by=settings.split_by,
               seed=settings.seed, frame_tolerance=settings.frame_tolerance,
               items_per_shard=settings.items_per_shard,
+              embedding_dtype=settings.embedding_dtype,
               max_item_seconds=float(settings.max_item_seconds))
   # The embedder is built here: a bad spec or option fails before any work,
   # and its description goes into dataset_info.
@@ -268,12 +277,13 @@ def _npy_dim(item: Mapping[str, Any], transpose: bool) -> Optional[int]:
   if not path:
     return None
   try:
-    with open(os.fspath(path), "rb") as f:
+    with fileio.open(os.fspath(path), "rb") as f:
       version = np.lib.format.read_magic(f)
       read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                      else np.lib.format.read_array_header_2_0)
       shape, _, dtype = read_header(f)
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile,
+          tf.errors.OpError):
     return None
   if len(shape) != 2 or dtype.fields is not None or not (
       np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):

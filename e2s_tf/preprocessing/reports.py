@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any
 
+from e2s_tf import fileio
 from e2s_tf import records
 from e2s_tf.preprocessing import output
 from e2s_tf.preprocessing.errors import PreprocessError
@@ -19,8 +20,9 @@ from e2s_tf.preprocessing.stats import Summary
 
 # The fields of a rejected.jsonl line, in their order.
 REJECTED_FIELDS = ("id", "split", "reason", "detail")
-# The schema version of dataset_info.json and its records (3: records carry
-# `text`; 2: no `text`; 1: no `frame_mapping`).
+# The schema version of dataset_info.json and its records (4: 16-bit audio,
+# no stored log-STFT; 3: records carry `text`; 2: no `text`; 1: no
+# `frame_mapping`).
 VERSION = records.SCHEMA_VERSION
 
 
@@ -90,12 +92,14 @@ def build_dataset_info(plan: Plan, summary: Summary,
   return {
       "version": VERSION,
       "fingerprint": plan.fingerprint,
-      "manifest": os.path.abspath(plan.manifest),
+      "manifest": fileio.abspath(plan.manifest),
       "stft": plan.config.to_dict(),
       "embedder": plan.embedder.describe(),
       "split_by": plan.split_by,
       "seed": plan.seed,
       "frame_tolerance": plan.frame_tolerance,
+      "record_format": {"audio": "pcm16",
+                        "embedding": plan.embedding_dtype},
       "centre_offset_ms": plan.frame_mapping.residual_offset_ms(
           plan.config.sample_rate),
       "frame_mapping": plan.frame_mapping.describe(plan.config.sample_rate),

@@ -245,7 +245,7 @@ class LoadedSpeakerEncoder:
 
   def __init__(self, export_dir: str):
     path = os.path.join(export_dir, ENCODER_JSON)
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
       raise FileNotFoundError(f"{path} not found: is {export_dir!r} an export "
                               "of e2s_tf.train_embedder?")
     self.meta = workdir_lib.read_json(path)

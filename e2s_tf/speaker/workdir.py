@@ -45,14 +45,13 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
+  return fileio.read_json(path)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The workdir's config.json (renamed fields under their new names)."""
   path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  if not fileio.isfile(path):
     raise FileNotFoundError(f"{path} not found: is {workdir!r} a speaker "
                             "encoder workdir (e2s_tf.train_embedder)?")
   return configio.read(workdir)
@@ -66,7 +65,7 @@ def read_speakers(workdir: str) -> dict[str, Any]:
 def read_evaluation(workdir: str) -> dict[str, Any]:
   """evaluation.json, or {} when the run wrote none."""
   path = os.path.join(workdir, EVALUATION_FILE)
-  return read_json(path) if os.path.exists(path) else {}
+  return read_json(path) if fileio.exists(path) else {}
 
 
 def write_run_files(workdir: str, config: ml_collections.ConfigDict,
@@ -101,7 +100,7 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict,
   if latest is None:
     return None
   problems = []
-  if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+  if fileio.exists(os.path.join(workdir, CONFIG_FILE)):
     old = configio.read(workdir).to_dict()
     new = json.loads(configio.to_json(config))
     for section in MODEL_SECTIONS:
@@ -109,7 +108,7 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict,
                                               new.get(section), section)
       if differences:
         problems.append(f"its {section} config differs: {differences}")
-  if os.path.exists(os.path.join(workdir, SPEAKERS_FILE)):
+  if fileio.exists(os.path.join(workdir, SPEAKERS_FILE)):
     old_speakers = read_speakers(workdir).get("speakers")
     if old_speakers != list(vocabulary):
       problems.append(f"it was trained on speakers {old_speakers}; the "

@@ -13,10 +13,8 @@ can miss weights: every weight is checkpointed by its unique Keras path.
 from __future__ import annotations
 
 import contextlib
-import glob
 import math
 import os
-import shutil
 from typing import Any, Callable, Optional
 
 import keras
@@ -53,8 +51,12 @@ def random_state(model: keras.Model) -> dict[str, Any]:
 
 def has(path: str, key: str) -> bool:
   """Whether the checkpoint `path` holds objects under `key`."""
+  # The reader itself, not `tf.train.list_variables`, which first asks
+  # whether `path` is a folder: on ram:// `ckpt-2` is one, since `ckpt-2.index`
+  # starts with its name.
+  reader = tf.compat.v1.train.NewCheckpointReader(path)
   return any(name.startswith(key + "/")
-             for name, _ in tf.train.list_variables(path))
+             for name in reader.get_variable_to_shape_map())
 
 
 def restore(ckpt: tf.train.Checkpoint, path: str) -> None:
@@ -90,14 +92,22 @@ def restore_for_inference(ckpt: tf.train.Checkpoint, directory: str,
 
 
 def remove_files(prefix: str) -> None:
-  """Removes what a failed save of checkpoint `prefix` left behind."""
-  for path in glob.glob(glob.escape(prefix) + ".*") + glob.glob(
-      glob.escape(prefix) + "_temp*"):
-    if os.path.isdir(path):
-      shutil.rmtree(path, ignore_errors=True)
-    else:
-      with contextlib.suppress(OSError):
-        os.remove(path)
+  """Removes what a failed save of checkpoint `prefix` left behind
+  (`<prefix>.*`, `<prefix>_temp*`), on any file system."""
+  folder, stem = os.path.split(prefix)
+  try:
+    names = fileio.listdir(folder)
+  except OSError:
+    return
+  for name in names:
+    if not name.startswith((stem + ".", stem + "_temp")):
+      continue
+    path = os.path.join(folder, name)
+    with contextlib.suppress(OSError):
+      if fileio.isdir(path):
+        fileio.rmtree(path)
+      else:
+        fileio.remove(path)
 
 
 def latest_number(manager: tf.train.CheckpointManager) -> Optional[int]:

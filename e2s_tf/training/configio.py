@@ -54,8 +54,8 @@ def upgrade(values: dict) -> dict:
 
 def read(workdir: str) -> ml_collections.ConfigDict:
   """The config.json of a workdir."""
-  with open(os.path.join(workdir, CONFIG_FILE)) as f:
-    return ml_collections.ConfigDict(upgrade(json.load(f)))
+  return ml_collections.ConfigDict(upgrade(fileio.read_json(
+      os.path.join(workdir, CONFIG_FILE))))
 
 
 def write(workdir: str, config: ml_collections.ConfigDict) -> str:

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional
 import ml_collections
 import tensorflow as tf
 
+from e2s_tf import fileio
 from e2s_tf import records
 from e2s_tf.training import configio
 from e2s_tf.training.errors import TrainingError
@@ -89,15 +90,14 @@ def check_resume(workdir: str, checkpoint_dir: str, data_dir: str,
     return None
   problems = []
   info_path = os.path.join(workdir, records.DATASET_INFO)
-  if os.path.exists(info_path):
-    with open(info_path) as f:
-      old_info = json.load(f)
+  if fileio.exists(info_path):
+    old_info = fileio.read_json(info_path)
     mismatch = data_mismatch(old_info, info,
                              config.model.speaker_conditioning != "none")
     if mismatch:
       problems.append(f"it was trained on {mismatch[0]}; this data_dir "
                       f"({data_dir}) has {mismatch[1]}")
-  if os.path.exists(os.path.join(workdir, configio.CONFIG_FILE)):
+  if fileio.exists(os.path.join(workdir, configio.CONFIG_FILE)):
     differences = config_differences(
         configio.read(workdir).model.to_dict(),
         json.loads(configio.to_json(config))["model"], "model")
