@@ -130,7 +130,8 @@ def build_pipeline(pipeline: beam.Pipeline, plan: plan_lib.Plan):
            | "Spread" >> beam.Reshuffle())
   results = tasks | "Process" >> beam.ParDo(ProcessItemsFn(
       plan.embedder_spec, plan.embedder_options, plan.config.to_dict(),
-      plan.frame_tolerance, plan.embedding_dtype)).with_outputs(*plan.num_shards, main=_MAIN)
+      plan.frame_tolerance, plan.embedding_dtype)).with_outputs(
+          *plan.num_shards, main=_MAIN)
   for split, num_shards in plan.num_shards.items():
     _ = results[split] | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
         os.path.join(plan.out_dir, split),

@@ -78,9 +78,13 @@ def quantize_audio(audio: np.ndarray) -> tuple[np.ndarray, float]:
   """`[N]` float audio -> (`[N]` int16 PCM, the amplitude of one step).
 
   Audio within [-1, 32767/32768] gets the step 2^-15 (16-bit PCM read as
-  float comes back exactly, -32768 included); louder audio (a resampled or float file) the smallest
-  power of two that keeps its peak within 16 bits, so nothing clips and
-  quantising the stored audio again changes nothing.
+  float comes back exactly, -32768 included); louder audio (a resampled or
+  float file) the smallest power of two that keeps its peaks within 16
+  bits, so nothing clips and quantising the stored audio again changes
+  nothing.
+
+  Raises:
+    ValueError: NaN or Inf samples (preprocessing rejects them earlier).
   """
   audio = np.asarray(audio, np.float64).reshape(-1)
   if not np.all(np.isfinite(audio)):
