@@ -768,12 +768,7 @@ def write_folder(folder: str, write: Callable[[str], None], marker: str,
       os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 is not an output's
       write(tmp)
       if not overwrite and os.path.isdir(target):
-        foreign = sorted(set(os.listdir(target)) - set(os.listdir(tmp)))
-        if foreign:
-          raise FolderNotReplaceable(
-              f"{folder} holds entries that {program} does not write "
-              f"({', '.join(foreign[:5])}); move them away or pass "
-              "--overwrite to replace the folder with them")
+        _refuse_foreign(folder, program, target, tmp)
       _swap_in(tmp, target)
     except BaseException as e:
       _remove(tmp)
@@ -829,12 +824,7 @@ def _write_folder_remote(folder: str, write: Callable[[str], None],
     makedirs(tmp)
     write(tmp)
     if not overwrite and isdir(target):
-      foreign = sorted(set(listdir(target)) - set(listdir(tmp)))
-      if foreign:
-        raise FolderNotReplaceable(
-            f"{folder} holds entries that {program} does not write "
-            f"({', '.join(foreign[:5])}); move them away or pass "
-            "--overwrite to replace the folder with them")
+      _refuse_foreign(folder, program, target, tmp)
     _swap_in_remote(tmp, target)
   except BaseException as e:
     _remove(tmp)
@@ -885,6 +875,17 @@ def _swap_in_remote(new: str, target: str) -> None:
     _remove(aside)
     raise
   _remove(aside)
+
+
+def _refuse_foreign(folder: str, program: str, target: str, tmp: str) -> None:
+  """Raises FolderNotReplaceable when `target` holds entries that the new
+  output in `tmp` does not have (someone else's files: never deleted)."""
+  foreign = sorted(set(listdir(target)) - set(listdir(tmp)))
+  if foreign:
+    raise FolderNotReplaceable(
+        f"{folder} holds entries that {program} does not write "
+        f"({', '.join(foreign[:5])}); move them away or pass "
+        "--overwrite to replace the folder with them")
 
 
 def _umask() -> int:

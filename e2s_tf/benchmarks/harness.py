@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import platform
 import statistics
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -222,6 +223,19 @@ class Bench:
         if have >= frames:
           break
     return np.concatenate(pieces)[:frames]
+
+
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo), or what `platform` knows."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return cpu
 
 
 def _timed(fn: Callable[[], Any]) -> float:

@@ -91,15 +91,7 @@ SKIPPED = ("no scale_manifest option: run it with `python -m e2s_tf.bench "
 
 def machine() -> dict[str, Any]:
   """CPU model, cores (all and usable), memory, cgroup CPU limit, versions."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
+  cpu = harness.cpu_model()
   figures = {"cpu": cpu, "cpu_count": os.cpu_count(),
              "usable_cores": len(os.sched_getaffinity(0)),
              "platform": platform.platform(),

@@ -26,21 +26,14 @@ from e2s_tf import preprocess_lib
 from e2s_tf import records
 from e2s_tf import spectral
 from e2s_tf import train_lib
+from e2s_tf.benchmarks import harness
 from e2s_tf.preprocessing import items as preprocess_items
 from e2s_tf.preprocessing import stats as preprocess_stats
 
 
 def machine() -> str:
   """A one-line description of this machine for the tables."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
+  cpu = harness.cpu_model()
   return (f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()}, "
           f"TensorFlow {tf.__version__}, no GPU"
           if not tf.config.list_physical_devices("GPU") else
